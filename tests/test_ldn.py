@@ -1,0 +1,99 @@
+"""LDN-121: parameter count, output shapes, gradient checkpointing."""
+
+import pytest
+import torch
+
+from nflowjs.networks import LadderDenseNet, ldn_config
+from nflowjs.networks.ldn import count_parameters
+
+# REFERENCE.md: the authors' LDN-121 with 19 classes, without its unused auxiliary logits.
+LDN121_PARAMETERS = 11_064_339
+
+
+def test_ldn121_parameter_count_matches_reference():
+    with torch.device("meta"):
+        model = LadderDenseNet(ldn_config("ldn121", num_classes=19))
+    assert abs(count_parameters(model) - LDN121_PARAMETERS) <= 0.005 * LDN121_PARAMETERS
+    # Parts as published: backbone without norm5, SPP, upsampling path, classifier.
+    backbone = sum(p.numel() for p in model.backbone_parameters())
+    assert backbone == 6_951_808
+    assert count_parameters(model.spp) == 1_318_912
+    assert count_parameters(model.classifier) == 2_707
+
+
+def test_ldn121_full_resolution_shapes_on_meta_device():
+    with torch.device("meta"):
+        model = LadderDenseNet(ldn_config("ldn121"))
+        image = torch.empty(1, 3, 1024, 2048)
+        assert model.forward_stride4(image).shape == (1, 19, 256, 512)
+        assert model(image).shape == (1, 19, 1024, 2048)
+
+
+@pytest.mark.parametrize("size", [(360, 480), (97, 131), (64, 64)])
+def test_logits_match_input_size_that_is_not_a_multiple_of_32(size):
+    model = LadderDenseNet(ldn_config("ldn-lite", num_classes=11)).eval()
+    with torch.no_grad():
+        logits = model(torch.rand(1, 3, *size))
+    assert logits.shape == (1, 11, *size)
+    assert torch.isfinite(logits).all()
+
+
+def test_spp_grids_follow_the_aspect_ratio(monkeypatch):
+    grids = []
+    pool = torch.nn.functional.adaptive_avg_pool2d
+
+    def recording_pool(x, output_size):
+        grids.append(tuple(output_size))
+        return pool(x, output_size)
+
+    monkeypatch.setattr(torch.nn.functional, "adaptive_avg_pool2d", recording_pool)
+    model = LadderDenseNet(ldn_config("ldn-lite")).eval()
+    with torch.no_grad():
+        model(torch.rand(1, 3, 512, 1024))
+    assert grids == [(8, 16), (4, 8), (2, 4), (1, 2)]
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    torch.manual_seed(0)
+    reference = LadderDenseNet(ldn_config("ldn-lite", num_classes=5)).train()
+    checkpointed = LadderDenseNet(ldn_config("ldn-lite", num_classes=5)).train()
+    checkpointed.load_state_dict(reference.state_dict())
+    checkpointed.set_gradient_checkpointing(True)
+    image = torch.rand(2, 3, 96, 128)
+    target = torch.randint(0, 5, (2, 96, 128))
+
+    grads = []
+    for model in (reference, checkpointed):
+        loss = torch.nn.functional.cross_entropy(model(image), target)
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_checkpointing_is_actually_used(monkeypatch):
+    import nflowjs.networks.layers as layers
+
+    calls = []
+    original = layers.checkpoint
+
+    def counting_checkpoint(*args, **kwargs):
+        calls.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(layers, "checkpoint", counting_checkpoint)
+    model = LadderDenseNet(ldn_config("ldn-lite", num_classes=3)).train()
+    model.set_gradient_checkpointing(True)
+    model(torch.rand(2, 3, 64, 64)).sum().backward()
+    assert len(calls) >= 3 + 2 + 6 + 1  # transitions, SPP, ladder units, classifier
+
+
+def test_imagenet_weights_refuse_reduced_widths():
+    with pytest.raises(ValueError, match="ldn121"):
+        LadderDenseNet(ldn_config("ldn-lite"), imagenet_weights=True)
+
+
+def test_unknown_preset_is_named():
+    with pytest.raises(ValueError, match="ldn-lite"):
+        ldn_config("ldn-9000")
