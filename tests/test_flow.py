@@ -5,23 +5,11 @@ import math
 import pytest
 import torch
 
+from conftest import initialised_flow, variational_parameter_names
 from nflowjs.flow import DENSEFLOW_PRESETS, DenseFlow, DenseFlowConfig
 from nflowjs.flow.bijections import squeeze2x2, unsqueeze2x2
-from nflowjs.flow.denseflow import CrossUnitAugmentation
 
 TINY = DENSEFLOW_PRESETS["denseflow-tiny"]
-
-
-def _initialised(config: DenseFlowConfig, size=(16, 16)) -> DenseFlow:
-    """A flow whose ActNorms were initialised on data and whose couplings are not identity."""
-    torch.manual_seed(0)
-    flow = DenseFlow(config)
-    flow.log_prob(torch.rand(8, 3, *size))  # data-dependent ActNorm init (train mode)
-    with torch.no_grad():
-        for name, p in flow.named_parameters():
-            if name.endswith(("exit.weight", "net.2.weight")):  # zero-initialised last layers
-                p.normal_(0.0, 0.05)
-    return flow.eval()
 
 
 def test_squeeze_round_trip():
@@ -32,7 +20,7 @@ def test_squeeze_round_trip():
 
 @pytest.mark.parametrize("size", [(16, 16), (24, 40), (64, 32)])
 def test_inverse_of_forward_is_identity(size):
-    flow = _initialised(TINY)
+    flow = initialised_flow(TINY).eval()
     x = torch.rand(3, 3, *size)
     with torch.no_grad():
         latents, _ = flow.encode(x)
@@ -43,7 +31,7 @@ def test_inverse_of_forward_is_identity(size):
 def test_log_determinant_matches_brute_force_jacobian():
     # Without cross-unit noise the flow is a bijection, so its log-det is exactly checkable.
     config = DenseFlowConfig(**{**TINY.__dict__, "growth": 0})
-    flow = _initialised(config, size=(8, 8)).double()
+    flow = initialised_flow(config, size=(8, 8)).eval().double()
     x = torch.rand(1, 3, 8, 8, dtype=torch.float64)
 
     def flat_latents(inp):
@@ -58,14 +46,14 @@ def test_log_determinant_matches_brute_force_jacobian():
 
 
 def test_log_prob_is_finite_and_per_sample():
-    flow = _initialised(TINY)
+    flow = initialised_flow(TINY).eval()
     lp = flow.log_prob(torch.rand(5, 3, 16, 24))
     assert lp.shape == (5,) and torch.isfinite(lp).all()
 
 
 @pytest.mark.parametrize("size", [(8, 8), (16, 40), (48, 24)])
 def test_sampling_at_any_allowed_size(size):
-    flow = _initialised(TINY)
+    flow = initialised_flow(TINY).eval()
     with torch.no_grad():
         patches = flow.sample(4, *size)
     assert patches.shape == (4, 3, *size)
@@ -74,7 +62,7 @@ def test_sampling_at_any_allowed_size(size):
 
 
 def test_log_prob_at_several_sizes():
-    flow = _initialised(TINY)
+    flow = initialised_flow(TINY).eval()
     for size in [(8, 8), (16, 40), (48, 24)]:
         assert flow.log_prob(torch.rand(2, 3, *size)).shape == (2,)
 
@@ -88,23 +76,20 @@ def test_sizes_that_the_flow_cannot_take_are_refused():
         flow.log_prob(torch.rand(1, 3, 20, 16))
 
 
-def test_loss_on_samples_reaches_every_generative_parameter():
-    flow = _initialised(TINY).train()
+def test_loss_on_samples_reaches_every_generative_parameter(tiny_flow):
+    flow = tiny_flow
     flow.sample(4, 16, 24).square().mean().backward()
-    variational = {
-        f"{m_name}.{p_name}": p
-        for m_name, m in flow.named_modules()
-        if isinstance(m, CrossUnitAugmentation)
-        for p_name, p in m.named_parameters()
-    }
-    generative = {n: p for n, p in flow.named_parameters() if n not in variational}
+    variational = variational_parameter_names(flow)
+    params = dict(flow.named_parameters())
+    generative = {n: p for n, p in params.items() if n not in variational}
     assert variational, "cross-unit augmentation networks are expected in this config"
     for name, p in generative.items():
         assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
     # q(e|x) networks only enter the likelihood; the NLL must reach them.
     flow.zero_grad()
     flow.nll_bits_per_dim(torch.rand(4, 3, 16, 16)).backward()
-    for name, p in variational.items():
+    for name in variational:
+        p = params[name]
         assert p.grad is not None and p.grad.abs().sum() > 0, f"NLL did not reach {name}"
 
 

@@ -110,7 +110,9 @@ class DenseFlowBlock(nn.Module):
         self.layers = nn.ModuleList()
         for unit in range(units):
             if unit > 0 and config.growth > 0:
-                self.layers.append(CrossUnitAugmentation(channels, config.growth, config.augment_width))
+                self.layers.append(
+                    CrossUnitAugmentation(channels, config.growth, config.augment_width)
+                )
                 channels += config.growth
             self.layers.append(FlowStep(channels, net_factory))
         self.out_channels = channels
@@ -183,11 +185,13 @@ class DenseFlow(nn.Module):
         return unsqueeze2x2(x) + 0.5
 
     def log_prob(self, x01: torch.Tensor) -> torch.Tensor:
-        """Per-sample log-density (nats) of continuous patches in [0, 1]; a lower bound if growth > 0."""
+        """Per-sample log-density (nats) of patches in [0, 1]; a lower bound when growth > 0."""
         latents, ldj = self.encode(x01)
         *factored, final = latents
         z = (final - self.base_mean) * (-self.base_log_std).exp()
-        log_pz = standard_normal_log_prob(z) - final.shape[2] * final.shape[3] * self.base_log_std.sum()
+        log_pz = (
+            standard_normal_log_prob(z) - final.shape[2] * final.shape[3] * self.base_log_std.sum()
+        )
         return log_pz + sum(standard_normal_log_prob(f) for f in factored) + ldj
 
     def nll_bits_per_dim(self, x01: torch.Tensor) -> torch.Tensor:
@@ -201,13 +205,15 @@ class DenseFlow(nn.Module):
         return (nll / (dims * math.log(2.0))).mean()
 
     def sample(self, n: int, h: int, w: int, temperature: float = 1.0) -> torch.Tensor:
-        """Draw ``n`` patches of size h x w; differentiable with respect to the flow's parameters."""
+        """Draw ``n`` patches of size h x w, differentiable w.r.t. the flow's parameters."""
         self._check_size(h, w)
         device = self.base_mean.device
         latents = []
         for b, channels in enumerate(self.split_channels, start=1):
             scale = 2 ** (b + 1)
-            latents.append(temperature * torch.randn(n, channels, h // scale, w // scale, device=device))
+            latents.append(
+                temperature * torch.randn(n, channels, h // scale, w // scale, device=device)
+            )
         scale = self.size_multiple
         eps = torch.randn(n, self.latent_channels, h // scale, w // scale, device=device)
         latents.append(self.base_mean + self.base_log_std.exp() * temperature * eps)

@@ -22,7 +22,9 @@ def run_checkpointed(module: nn.Module, x: torch.Tensor, enabled: bool) -> torch
 class BNReluConv(nn.Sequential):
     """Pre-activation unit BN -> ReLU -> conv (k x k, 'same' padding), as in ladder DenseNets."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 1, bias: bool = False):
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int = 1, bias: bool = False
+    ):
         super().__init__()
         self.norm = nn.BatchNorm2d(in_channels)
         self.relu = nn.ReLU(inplace=True)

@@ -72,7 +72,7 @@ LDN_PRESETS: dict[str, LDNConfig] = {
 
 
 def ldn_config(preset: str, **overrides) -> LDNConfig:
-    """A preset from ``LDN_PRESETS`` with fields overridden, e.g. ``ldn_config('ldn121', num_classes=11)``."""
+    """A preset from ``LDN_PRESETS`` with fields overridden, e.g. ``num_classes=11``."""
     if preset not in LDN_PRESETS:
         raise ValueError(f"unknown LDN preset {preset!r}; choose one of {sorted(LDN_PRESETS)}")
     return replace(LDN_PRESETS[preset], **overrides)

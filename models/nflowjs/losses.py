@@ -1,0 +1,60 @@
+"""NFlowJS training losses (paper eqs. 3-6), normalised as in REFERENCE.md."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from nflowjs.scores import jsd_to_uniform
+
+
+def negative_loss(logits: torch.Tensor, ood_mask: torch.Tensor) -> torch.Tensor:
+    """L_neg: JS(U, softmax(logits)) summed over pasted pixels / their number in the batch.
+
+    No temperature in training (T only shapes the inference score). Zero when nothing is pasted.
+    """
+    divergence = jsd_to_uniform(logits, temperature=1.0, dim=1)
+    mask = ood_mask.to(divergence.dtype)
+    return (divergence * mask).sum() / mask.sum().clamp_min(1.0)
+
+
+class NFlowJSLoss(NamedTuple):
+    cross_entropy: torch.Tensor  # mean over non-ignored (inlier) pixels
+    negative: torch.Tensor  # L_neg as above
+    nll: torch.Tensor  # L_nll: flow NLL of the replaced inlier crops, bits per dim
+    lam: float
+
+    @property
+    def discriminative(self) -> torch.Tensor:
+        """L_disc (eq. 3), what the segmenter minimises."""
+        return self.cross_entropy + self.lam * self.negative
+
+    @property
+    def generative(self) -> torch.Tensor:
+        """L_gen (eq. 4), what the flow minimises."""
+        return self.nll + self.lam * self.negative
+
+    @property
+    def total(self) -> torch.Tensor:
+        """The joint objective (eq. 5) to call ``backward()`` on.
+
+        L_disc is minimised over the segmenter and L_gen over the flow; they share the same
+        lambda * L_neg term, so one backward pass of CE + lambda * L_neg + L_nll gives each
+        network exactly its own gradient (adding L_disc + L_gen literally would double L_neg's).
+        """
+        return self.cross_entropy + self.lam * self.negative + self.nll
+
+
+def nflowjs_loss(
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    ood_mask: torch.Tensor,
+    nll: torch.Tensor,
+    lam: float = 0.03,
+    ignore_index: int = 255,
+) -> NFlowJSLoss:
+    """Losses of one stage-2 step on a mixed-content batch (labels of pasted pixels = ignore)."""
+    cross_entropy = F.cross_entropy(logits, labels, ignore_index=ignore_index)
+    return NFlowJSLoss(cross_entropy, negative_loss(logits, ood_mask), nll, lam)
