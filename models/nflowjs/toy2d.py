@@ -25,7 +25,7 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 from tqdm import tqdm
 
-from nflowjs.flow.bijections import FlowStep
+from nflowjs.flow.bijections import FlowSequence, FlowStep
 from nflowjs.flow.denseflow import standard_normal_log_prob
 from nflowjs.losses import nflowjs_loss
 from nflowjs.scores import jsd_ood_score, msp_score
@@ -83,7 +83,7 @@ class PointFlow(nn.Module):
 
     def __init__(self, steps: int = 8, hidden: int = 64):
         super().__init__()
-        self.steps = nn.ModuleList(FlowStep(2, self._coupling_net(hidden)) for _ in range(steps))
+        self.steps = FlowSequence([FlowStep(2, self._coupling_net(hidden)) for _ in range(steps)])
 
     @staticmethod
     def _coupling_net(hidden: int):
@@ -102,17 +102,12 @@ class PointFlow(nn.Module):
         return build
 
     def log_prob(self, points: torch.Tensor) -> torch.Tensor:
-        x = points[:, :, None, None]
-        ldj = x.new_zeros(x.shape[0])
-        for step in self.steps:
-            x, ldj = step(x, ldj)
-        return standard_normal_log_prob(x) + ldj
+        z, ldj = self.steps(points[:, :, None, None], points.new_zeros(points.shape[0]))
+        return standard_normal_log_prob(z) + ldj
 
     def sample(self, n: int) -> torch.Tensor:
-        x = torch.randn(n, 2, 1, 1, device=next(self.parameters()).device)
-        for step in reversed(self.steps):
-            x = step.inverse(x)
-        return x[:, :, 0, 0]
+        z = torch.randn(n, 2, 1, 1, device=next(self.parameters()).device)
+        return self.steps.inverse(z)[:, :, 0, 0]
 
 
 def _logits(model: nn.Module, points: torch.Tensor) -> torch.Tensor:

@@ -120,19 +120,12 @@ class ChannelSwap(nn.Module):
         return y.flip(1)
 
 
-class FlowStep(nn.Module):
-    """ActNorm -> invertible 1x1 conv -> affine coupling -> channel swap (one coupling step)."""
+class FlowSequence(nn.Module):
+    """Invertible layers applied in order; the inverse runs them backwards."""
 
-    def __init__(self, channels: int, net_factory: Callable[[int, int], nn.Module]):
+    def __init__(self, layers: list[nn.Module]):
         super().__init__()
-        self.layers = nn.ModuleList(
-            [
-                ActNorm(channels),
-                InvertibleConv1x1(channels),
-                AffineCoupling(channels, net_factory),
-                ChannelSwap(),
-            ]
-        )
+        self.layers = nn.ModuleList(layers)
 
     def forward(self, x: torch.Tensor, ldj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         for layer in self.layers:
@@ -143,3 +136,17 @@ class FlowStep(nn.Module):
         for layer in reversed(self.layers):
             y = layer.inverse(y)
         return y
+
+
+class FlowStep(FlowSequence):
+    """ActNorm -> invertible 1x1 conv -> affine coupling -> channel swap (one coupling step)."""
+
+    def __init__(self, channels: int, net_factory: Callable[[int, int], nn.Module]):
+        super().__init__(
+            [
+                ActNorm(channels),
+                InvertibleConv1x1(channels),
+                AffineCoupling(channels, net_factory),
+                ChannelSwap(),
+            ]
+        )

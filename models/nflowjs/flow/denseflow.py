@@ -22,7 +22,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from nflowjs.flow.bijections import FlowStep, squeeze2x2, unsqueeze2x2
+from nflowjs.flow.bijections import FlowSequence, FlowStep, squeeze2x2, unsqueeze2x2
 from nflowjs.flow.coupling_net import DenseCouplingNet
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -94,11 +94,10 @@ class CrossUnitAugmentation(nn.Module):
         return y[:, : -self.growth]
 
 
-class DenseFlowBlock(nn.Module):
+class DenseFlowBlock(FlowSequence):
     """Units of (augmentation, coupling step); the state widens by ``growth`` per later unit."""
 
     def __init__(self, channels: int, units: int, config: DenseFlowConfig):
-        super().__init__()
         net_factory = partial(
             DenseCouplingNet,
             width=config.coupling_width,
@@ -107,25 +106,14 @@ class DenseFlowBlock(nn.Module):
             heads=config.attention_heads,
             landmarks=config.landmarks,
         )
-        self.layers = nn.ModuleList()
+        layers = []
         for unit in range(units):
             if unit > 0 and config.growth > 0:
-                self.layers.append(
-                    CrossUnitAugmentation(channels, config.growth, config.augment_width)
-                )
+                layers.append(CrossUnitAugmentation(channels, config.growth, config.augment_width))
                 channels += config.growth
-            self.layers.append(FlowStep(channels, net_factory))
+            layers.append(FlowStep(channels, net_factory))
+        super().__init__(layers)
         self.out_channels = channels
-
-    def forward(self, x: torch.Tensor, ldj: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        for layer in self.layers:
-            x, ldj = layer(x, ldj)
-        return x, ldj
-
-    def inverse(self, y: torch.Tensor) -> torch.Tensor:
-        for layer in reversed(self.layers):
-            y = layer.inverse(y)
-        return y
 
 
 class DenseFlow(nn.Module):
