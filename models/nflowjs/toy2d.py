@@ -5,7 +5,8 @@ A small MLP classifier is trained on two interleaved half-moons, once with cross
 inliers, then both are trained jointly with the same losses as the image model: CE on inliers
 plus lambda * JS(U, p) on flow samples for the classifier, NLL of inliers plus lambda * the same
 term for the flow, gradients flowing through the samples. Writes a PNG with the two OOD-score
-fields side by side and prints AUROC of inliers vs points far from the inlier manifold.
+fields side by side and prints AUROC of test inliers vs uniform points off the inlier manifold,
+in two bands of distance to the nearest training inlier.
 
     python -m nflowjs.toy2d --out out/toy2d
 """
@@ -30,7 +31,7 @@ from nflowjs.flow.denseflow import standard_normal_log_prob
 from nflowjs.losses import nflowjs_loss
 from nflowjs.scores import jsd_ood_score, msp_score
 
-# The plotted window; "far" points are drawn from it (see far_points).
+# The plotted window; off-manifold test points are drawn from it too.
 EXTENT = (-2.5, 3.5, -2.0, 2.5)
 
 
@@ -41,8 +42,8 @@ class ToyConfig:
     joint_steps: int = 1500
     batch: int = 256
     negatives: int = 512  # flow samples per joint step
-    # A 2-D point's negative term needs far more weight than the paper's per-pixel 0.03;
-    # at lam = 1 the classifier only blurs its class border (measured, seeds 0-2).
+    # A 2-D point's negative term needs far more weight than the paper's per-pixel 0.03:
+    # at lam = 1 NFlowJS scored AUROC 0.28 / 0.27, below max-softmax (seed 0).
     lam: float = 5.0
     temperature: float = 1.0
     # One small coupling step: a flow that fits the two moons exactly samples inliers, which no
