@@ -1,5 +1,9 @@
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from nflowjs.flow import DENSEFLOW_PRESETS, DenseFlow, DenseFlowConfig
 from nflowjs.flow.denseflow import CrossUnitAugmentation
@@ -34,3 +38,18 @@ def variational_parameter_names(flow: DenseFlow) -> set[str]:
 @pytest.fixture
 def tiny_flow() -> DenseFlow:
     return initialised_flow(DENSEFLOW_PRESETS["denseflow-tiny"])
+
+
+def write_fake_camvid(root: Path, frames: int = 3, size=(36, 48)) -> Path:
+    """SegNet layout: {split}/images/<seq>_<frame>.jpg + {split}/labels/<same>.png (ids 0-11)."""
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for i in range(frames):
+            stem = f"0001TP_{6690 + 30 * i:06d}"
+            image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+            label = (np.arange(size[0] * size[1]) % 12).reshape(size).astype(np.uint8)
+            Image.fromarray(image).save(root / split / "images" / f"{stem}.jpg", quality=92)
+            Image.fromarray(label).save(root / split / "labels" / f"{stem}.png")
+    return root

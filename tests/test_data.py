@@ -2,30 +2,14 @@
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torchvision import tv_tensors
 
+from conftest import write_fake_camvid
 from nflowjs.data import CAMVID_CLASSES, CAMVID_OOD_HELD_OUT, IGNORE_ID, CamVid, training_transform
 
 SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
-
-
-def write_fake_camvid(root: Path, frames: int = 3, size=(36, 48)) -> Path:
-    """SegNet layout: {split}/images/<seq>_<frame>.jpg + {split}/labels/<same>.png (ids 0-11)."""
-    rng = np.random.default_rng(0)
-    for split in ("train", "test"):
-        (root / split / "images").mkdir(parents=True)
-        (root / split / "labels").mkdir(parents=True)
-        for i in range(frames):
-            stem = f"0001TP_{6690 + 30 * i:06d}"
-            image = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
-            label = (np.arange(size[0] * size[1]) % 12).reshape(size).astype(np.uint8)
-            Image.fromarray(image).save(root / split / "images" / f"{stem}.jpg", quality=92)
-            Image.fromarray(label).save(root / split / "labels" / f"{stem}.png")
-    return root
 
 
 def test_fake_camvid_all_classes(tmp_path):

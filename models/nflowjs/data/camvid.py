@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
-from torchvision import tv_tensors
 
-from nflowjs.data.transforms import IGNORE_ID
+from nflowjs.data.samples import (
+    lookup_table,
+    read_label,
+    read_rgb,
+    require_dir,
+    require_files,
+    to_sample,
+)
 
 CAMVID_CLASSES = (
     "sky",
@@ -55,45 +59,33 @@ class CamVid(Dataset):
         unknown = set(held_out) - set(CAMVID_CLASSES)
         if unknown:
             raise ValueError(f"unknown CamVid classes {sorted(unknown)}; known: {CAMVID_CLASSES}")
-        image_dir = self.root / split / "images"
-        if not image_dir.is_dir():
-            raise FileNotFoundError(
-                f"{image_dir} not found: point root at a CamVid folder with "
-                "{train,val,test}/images and /labels (SegNet layout)"
-            )
+        layout = "<root>/{train,val,test}/images/*.jpg and .../labels/*.png (SegNet layout)"
+        image_dir = require_dir(self.root / split / "images", layout)
         self.images = sorted(image_dir.glob("*.jpg")) + sorted(image_dir.glob("*.png"))
         self.labels = [self.root / split / "labels" / f"{p.stem}.png" for p in self.images]
-        missing = [str(p) for p in self.labels if not p.exists()]
-        if missing:
-            raise FileNotFoundError(f"{len(missing)} label files missing, e.g. {missing[0]}")
+        require_files(self.labels, "CamVid label")
         self.classes = tuple(c for c in CAMVID_CLASSES if c not in held_out)
         self.held_out = tuple(held_out)
         self.transform = transform
         self.with_ood_mask = with_ood_mask
 
-        # One lookup table maps raw ids to training ids; another marks anomalies.
-        self._train_ids = torch.full((256,), IGNORE_ID, dtype=torch.int64)
-        self._ood = torch.full((256,), IGNORE_ID, dtype=torch.uint8)
-        for raw, name in enumerate(CAMVID_CLASSES):
-            self._ood[raw] = int(name in held_out)
-            if name not in held_out:
-                self._train_ids[raw] = self.classes.index(name)
+        # One lookup table maps raw ids to training ids; another marks anomalies (void: 255).
+        self._train_ids = lookup_table(
+            {
+                raw: self.classes.index(name)
+                for raw, name in enumerate(CAMVID_CLASSES)
+                if name not in held_out
+            }
+        )
+        self._ood = lookup_table(
+            {raw: int(name in held_out) for raw, name in enumerate(CAMVID_CLASSES)},
+            dtype=torch.uint8,
+        )
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
-        image = read_rgb(self.images[index])
-        raw = torch.from_numpy(np.asarray(Image.open(self.labels[index]), dtype=np.int64))
-        sample = [tv_tensors.Image(image), tv_tensors.Mask(self._train_ids[raw])]
-        if self.with_ood_mask:
-            sample.append(tv_tensors.Mask(self._ood[raw]))
-        if self.transform is not None:
-            sample = self.transform(*sample)
-        return tuple(t.as_subclass(torch.Tensor) for t in sample)
-
-
-def read_rgb(path: Path) -> torch.Tensor:
-    """An image file as uint8 3xHxW RGB (PIL: torchvision's own decoders are deprecated)."""
-    with Image.open(path) as image:
-        return torch.from_numpy(np.array(image.convert("RGB"))).permute(2, 0, 1).contiguous()
+        raw = read_label(self.labels[index])
+        masks = [self._train_ids[raw], *([self._ood[raw]] if self.with_ood_mask else [])]
+        return to_sample(read_rgb(self.images[index]), *masks, transform=self.transform)
