@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # our machines serve from local disk (it also runs on CPU-only machines).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-slow lint toy clean
+.PHONY: setup test test-slow lint toy camvid-ood clean
 
 setup: $(STAMP)
 
@@ -31,6 +31,16 @@ lint: $(STAMP)
 
 toy: $(STAMP)
 	$(BIN)/python -m nflowjs.toy2d --out out/toy2d
+
+# CamVid-OOD end to end (README table): three training stages, then both checkpoints evaluated.
+CAMVID ?= ../shared/data/camvid
+CAMVID_RUN := runs/camvid-ood
+camvid-ood: $(STAMP)
+	$(BIN)/nflowjs train all --config configs/camvid-ood.yaml --set data.root=$(CAMVID)
+	$(BIN)/nflowjs evaluate --checkpoint $(CAMVID_RUN)/stage1/last.pt --dataset camvid-ood \
+		--root $(CAMVID) --out $(CAMVID_RUN)/eval-stage1
+	$(BIN)/nflowjs evaluate --checkpoint $(CAMVID_RUN)/stage2/last.pt --dataset camvid-ood \
+		--root $(CAMVID) --out $(CAMVID_RUN)/eval-stage2
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -42,35 +42,61 @@ def draw_patch_size(
     return sides[0], sides[1]
 
 
+def random_locations(
+    n: int, patch_size: tuple[int, int], image_size: tuple[int, int], generator=None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-left corners, uniform over the positions where the patch lies fully inside."""
+    (ph, pw), (height, width) = patch_size, image_size
+    if ph > height or pw > width:
+        raise ValueError(f"patches of {ph}x{pw} do not fit {height}x{width} images")
+    tops = torch.randint(height - ph + 1, (n,), generator=generator)
+    lefts = torch.randint(width - pw + 1, (n,), generator=generator)
+    return tops, lefts
+
+
+def crop_windows(
+    images: torch.Tensor, locations: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]
+) -> torch.Tensor:
+    """The (N, C, h, w) windows of ``images`` at ``locations``: the crops x^c of eq. 4."""
+    return torch.stack(
+        [
+            images[i, :, t : t + size[0], left : left + size[1]]
+            for i, (t, left) in enumerate(zip(*(x.tolist() for x in locations), strict=True))
+        ]
+    )
+
+
 def paste_patches(
     images: torch.Tensor,
     labels: torch.Tensor,
     patches: torch.Tensor,
     ignore_index: int = 255,
     generator: torch.Generator | None = None,
+    locations: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> MixedContentBatch:
-    """Paste ``patches[i]`` at a uniformly random location fully inside ``images[i]``.
+    """Paste ``patches[i]`` into ``images[i]`` at ``locations`` (default: uniformly random).
 
     Hard replacement (no blending), as in the paper; gradients flow from the result back into
-    ``patches`` (and so into the flow that sampled them).
+    ``patches`` (and so into the flow that sampled them). Pass ``locations`` when the replaced
+    crops had to be known before sampling (the flow's NLL and samples in one forward pass).
     """
     n, _, height, width = images.shape
     ph, pw = patches.shape[-2:]
-    if patches.shape[0] != n or ph > height or pw > width:
-        raise ValueError(f"{tuple(patches.shape)} patches do not fit {tuple(images.shape)} images")
-    tops = torch.randint(height - ph + 1, (n,), generator=generator)
-    lefts = torch.randint(width - pw + 1, (n,), generator=generator)
+    if patches.shape[0] != n:
+        raise ValueError(f"{patches.shape[0]} patches for {n} images")
+    if locations is None:
+        locations = random_locations(n, (ph, pw), (height, width), generator)
+    tops, lefts = locations
 
     mixed = images.clone()
     mixed_labels = labels.clone()
     ood_mask = torch.zeros(n, height, width, dtype=torch.bool, device=images.device)
-    crops = []
     # A loop over the batch: each image has its own location, and slice assignment keeps autograd.
     for i, (top, left) in enumerate(zip(tops.tolist(), lefts.tolist(), strict=True)):
         window = (slice(top, top + ph), slice(left, left + pw))
-        crops.append(images[i, :, window[0], window[1]])
         mixed[i, :, window[0], window[1]] = patches[i]
         mixed_labels[i, window[0], window[1]] = ignore_index
         ood_mask[i, window[0], window[1]] = True
+    crops = crop_windows(images, locations, (ph, pw))
     boxes = torch.stack([tops, lefts, torch.full_like(tops, ph), torch.full_like(tops, pw)], 1)
-    return MixedContentBatch(mixed, mixed_labels, ood_mask, torch.stack(crops), boxes)
+    return MixedContentBatch(mixed, mixed_labels, ood_mask, crops, boxes)

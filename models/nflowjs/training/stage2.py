@@ -1,0 +1,151 @@
+"""Stage 2: joint NFlowJS fine-tuning of segmenter and flow on mixed-content images (sec. 3.1)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.utils import make_grid
+from tqdm import tqdm
+
+from nflowjs.checkpoint import build_flow, build_segmenter, config_dict
+from nflowjs.config import TrainConfig
+from nflowjs.data.transforms import IGNORE_ID, to_model_input
+from nflowjs.losses import nflowjs_loss
+from nflowjs.pasting import crop_windows, draw_patch_size, paste_patches, random_locations
+from nflowjs.scores import jsd_ood_score
+from nflowjs.training.common import (
+    Runtime,
+    StageFiles,
+    autocast,
+    cosine_factor,
+    require_checkpoint,
+    seed_everything,
+    segmenter_optimizer,
+    summary_writer,
+    training_loader,
+    unwrap,
+)
+
+
+class FlowObjective(nn.Module):
+    """One forward = synthetic negatives + NLL of the inlier crops they replace (DDP-friendly)."""
+
+    def __init__(self, flow: nn.Module):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, size: tuple[int, int], inlier_crops: torch.Tensor):
+        """One negative per crop, of the crops' size, and the NLL (bits/dim) of the crops."""
+        # Pasted values are kept in the image range: out-of-range pixels would be a trivial
+        # cue for the segmenter that real anomalies never show.
+        negatives = self.flow.sample(len(inlier_crops), *size).clamp(0.0, 1.0)
+        return negatives, self.flow.nll_bits_per_dim(inlier_crops)
+
+
+def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
+    seed_everything(config.runtime.seed + 2)
+    cfg = config.stage2
+    stage1 = require_checkpoint(
+        StageFiles(config, "stage1").last, "stage 1", "nflowjs train stage1"
+    )
+    flow_state = require_checkpoint(StageFiles(config, "flow").last, "flow", "nflowjs train flow")
+    files = StageFiles(config, "stage2")
+    loader, dataset = training_loader(config, runtime, cfg.batch_size)
+
+    model = build_segmenter(stage1).to(runtime.device)
+    flow = build_flow(flow_state).to(runtime.device)
+    model.set_gradient_checkpointing(config.runtime.gradient_checkpointing)
+    optimizer = segmenter_optimizer(model, cfg.lr, cfg.backbone_lr_factor)
+    flow_optimizer = torch.optim.Adamax(flow.parameters(), lr=cfg.flow_lr)
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda e, lr=lr: cosine_factor(e, cfg.epochs, lr, cfg.min_lr)
+        )
+        for opt, lr in ((optimizer, cfg.lr), (flow_optimizer, cfg.flow_lr))
+    ]
+    scaler = torch.amp.GradScaler(enabled=config.runtime.amp and runtime.device.type == "cuda")
+    start_epoch = 0
+    if (state := files.resume(runtime)) is not None:
+        model.load_state_dict(state["model"])
+        flow.load_state_dict(state["flow"])
+        optimizer.load_state_dict(state["optimizer"])
+        flow_optimizer.load_state_dict(state["flow_optimizer"])
+        for scheduler, saved in zip(schedulers, state["schedulers"], strict=True):
+            scheduler.load_state_dict(saved)
+        start_epoch = state["epoch"]
+    segmenter, flow_objective = runtime.wrap(model), runtime.wrap(FlowObjective(flow))
+    writer = summary_writer(runtime, files.tensorboard)
+    size_generator = torch.Generator().manual_seed(config.runtime.seed + 2 + start_epoch)
+
+    step = start_epoch * len(loader)
+    for epoch in range(start_epoch, cfg.epochs):
+        segmenter.train()
+        flow_objective.train()  # nothing frozen, BatchNorm in train mode (paper 4.3)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+        bar = tqdm(
+            loader, desc=f"stage 2 epoch {epoch + 1}/{cfg.epochs}", disable=not runtime.is_main
+        )
+        for images, labels in bar:
+            images = to_model_input(images.to(runtime.device, non_blocking=True))
+            labels = labels.to(runtime.device, non_blocking=True)
+            # One size per step for all processes (same generator seed), one patch per image.
+            size = draw_patch_size(
+                cfg.patch_range, flow.size_multiple, images.shape[-2:], size_generator
+            )
+            locations = random_locations(len(images), size, images.shape[-2:])
+            negatives, nll = flow_objective(size, crop_windows(images, locations, size))
+            batch = paste_patches(images, labels, negatives, IGNORE_ID, locations=locations)
+            with autocast(runtime, config.runtime.amp):
+                logits = segmenter(batch.images)
+            loss = nflowjs_loss(
+                logits.float(), batch.labels, batch.ood_mask, nll, cfg.lam, IGNORE_ID
+            )
+            optimizer.zero_grad(set_to_none=True)
+            flow_optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss.total).backward()
+            scaler.step(optimizer)
+            scaler.step(flow_optimizer)
+            scaler.update()
+            step += 1
+            bar.set_postfix(
+                ce=f"{loss.cross_entropy.item():.3f}",
+                neg=f"{loss.negative.item():.3f}",
+                bpd=f"{nll.item():.2f}",
+            )
+            if writer:
+                for name in ("cross_entropy", "negative", "nll"):
+                    writer.add_scalar(f"stage2/{name}", getattr(loss, name).item(), step)
+        for scheduler in schedulers:
+            scheduler.step()
+        if writer and (epoch + 1) % config.runtime.log_images_every == 0:
+            _log_images(writer, batch.images, logits, config.runtime.temperature, step)
+        files.save(
+            runtime,
+            {
+                "stage": "stage2",
+                "epoch": epoch + 1,
+                "model": unwrap(segmenter).state_dict(),
+                "model_config": config_dict(model.config),
+                "flow": flow.state_dict(),
+                "flow_config": config_dict(flow.config),
+                "classes": list(dataset.classes),
+                "optimizer": optimizer.state_dict(),
+                "flow_optimizer": flow_optimizer.state_dict(),
+                "schedulers": [s.state_dict() for s in schedulers],
+                "train_config": config.to_dict(),
+            },
+        )
+    if writer:
+        writer.close()
+    return {"checkpoint": str(files.last), "model": model, "flow": flow}
+
+
+def _log_images(writer, images: torch.Tensor, logits: torch.Tensor, temperature: float, step: int):
+    """Mixed-content inputs above their OOD maps (red = high score) in TensorBoard."""
+    with torch.no_grad():
+        score = jsd_ood_score(logits.detach().float()[:4], temperature)[:, None]
+    heat = torch.cat([score, torch.zeros_like(score), 1 - score], 1)
+    writer.add_image(
+        "stage2/mixed_inputs_and_ood_maps", make_grid(torch.cat([images[:4], heat]), nrow=4), step
+    )
