@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # our machines serve from local disk (it also runs on CPU-only machines).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-slow lint toy camvid-ood clean
+.PHONY: setup test test-slow lint toy camvid-ood bench clean
 
 setup: $(STAMP)
 
@@ -41,6 +41,14 @@ camvid-ood: $(STAMP)
 		--root $(CAMVID) --out $(CAMVID_RUN)/eval-stage1
 	$(BIN)/nflowjs evaluate --checkpoint $(CAMVID_RUN)/stage2/last.pt --dataset camvid-ood \
 		--root $(CAMVID) --out $(CAMVID_RUN)/eval-stage2
+
+# CPU latency tables of the README: the CamVid-OOD bundle, and LDN-121 at 2 MP (random weights).
+bench: $(STAMP)
+	$(BIN)/nflowjs export onnx --checkpoint models/checkpoints/camvid-ood-ldn-lite-nflowjs.pt \
+		--out out/bundles/camvid-ood-360x480 --size 360x480 \
+		--threshold-from docs/camvid_ood_nflowjs_results.json
+	$(BIN)/nflowjs bench --bundle out/bundles/camvid-ood-360x480 --backend onnxruntime torch
+	$(BIN)/nflowjs bench --preset ldn121 --size 1024x2048 --backend onnxruntime torch --iterations 10
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -68,12 +68,10 @@ def evaluate(
 
     metrics = {name: acc.compute() for name, acc in ood.items()}
     thresholds = {
-        name: acc.threshold_at_tpr(0.95)
-        for name, acc in ood.items()
-        if labelled and metrics[name].anomalies
+        name: acc.threshold_at_tpr(0.95) for name, acc in ood.items() if metrics[name].anomalies
     }
-    open_confusions = {name: ConfusionMatrix(k + 1) for name in thresholds}
-    if thresholds:
+    open_confusions = {name: ConfusionMatrix(k + 1) for name in thresholds if labelled}
+    if open_confusions:
         for image, label, ood_gt in tqdm(data, desc="evaluate (pass 2/2)"):
             logits = _logits(model, image, device)
             prediction = logits.argmax(1)[0].cpu()
@@ -98,7 +96,8 @@ def evaluate(
         "scores": {
             name: {
                 **m.as_dict(),
-                "open_mIoU": open_miou(open_confusions[name]) if name in thresholds else None,
+                "open_mIoU": open_miou(open_confusions[name]) if name in open_confusions else None,
+                "threshold_tpr95": thresholds.get(name),
             }
             for name, m in metrics.items()
         },
