@@ -1,3 +1,3 @@
-"""Export of the segmenter + fused JSD head to ONNX and TensorRT (arrives with the export issue)."""
+"""Export of the segmenter + fused JSD head to ONNX and TensorRT, model bundles, backends."""
 
 __version__ = "0.1.0"

@@ -12,6 +12,7 @@ import time
 import yaml
 
 from nflowjs.config import config_from_dict, load_config
+from nflowjs_export.tensorrt_build import TensorRTUnavailable
 
 
 def _apply_overrides(config, overrides: list[str]):
@@ -57,6 +58,78 @@ def _evaluate(args) -> None:
     )
 
 
+def _export(args) -> None:
+    if args.format == "onnx":
+        from nflowjs_export.onnx_export import export_onnx
+
+        height, width = _size(args.size)
+        threshold = args.threshold
+        if args.threshold_from:
+            threshold = _threshold_from(args.threshold_from)
+        if threshold is None:
+            raise ValueError("give --threshold or --threshold-from results.json (nflowjs evaluate)")
+        drivable = args.drivable.split(",") if args.drivable else None
+        folder = export_onnx(
+            args.checkpoint,
+            args.out,
+            height,
+            width,
+            threshold,
+            args.temperature,
+            args.score_dtype,
+            args.dynamic,
+            drivable,
+            opset=args.opset,
+        )
+        print(f"wrote bundle {folder} (threshold {threshold:.4f})")
+    else:
+        from nflowjs_export.tensorrt_build import build_engine, build_with_torch_tensorrt
+
+        if args.via == "torch-tensorrt":
+            path = build_with_torch_tensorrt(args.bundle, args.precision)
+        else:
+            path = build_engine(
+                args.bundle,
+                args.precision,
+                args.calibration_images,
+                args.workspace_gib,
+                args.timing_cache,
+            )
+        print(f"wrote {path}")
+
+
+def _size(text: str) -> tuple[int, int]:
+    height, sep, width = text.partition("x")
+    if not sep or not height.isdigit() or not width.isdigit():
+        raise ValueError(f"--size {text!r}: expected HEIGHTxWIDTH, e.g. 1024x2048")
+    return int(height), int(width)
+
+
+def _threshold_from(path: str) -> float:
+    import json
+    from pathlib import Path
+
+    results = json.loads(Path(path).read_text())
+    threshold = results.get("scores", {}).get("jsd", {}).get("threshold_tpr95")
+    if threshold is None:
+        raise ValueError(f"{path} has no scores.jsd.threshold_tpr95; run nflowjs evaluate again")
+    return float(threshold)
+
+
+def _bench(args) -> None:
+    import tempfile
+    from pathlib import Path
+
+    from nflowjs_export.bench import bench, format_table, random_weight_bundle
+
+    with tempfile.TemporaryDirectory() as tmp:
+        bundle = args.bundle
+        if bundle is None:
+            bundle = random_weight_bundle(args.preset, *_size(args.size), Path(tmp))
+        rows = [bench(bundle, backend, args.device, args.iterations) for backend in args.backend]
+    print(format_table(rows))
+
+
 def _strip(args) -> None:
     from nflowjs.checkpoint import save_inference_copy
 
@@ -90,6 +163,43 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--heatmaps", type=int, default=8, help="how many heatmap PNGs to write")
     evaluate.set_defaults(run=_evaluate)
 
+    export = commands.add_parser("export", help="checkpoint -> model bundle (ONNX, TensorRT)")
+    formats = export.add_subparsers(dest="format", required=True)
+    onnx = formats.add_parser("onnx", help="write a bundle with the ONNX graph")
+    onnx.add_argument("--checkpoint", required=True)
+    onnx.add_argument("--out", required=True, help="bundle folder to write")
+    onnx.add_argument("--size", default="1024x2048", help="input HEIGHTxWIDTH of the graph")
+    onnx.add_argument("--threshold", type=float, help="OOD threshold delta on the score")
+    onnx.add_argument("--threshold-from", help="results.json of nflowjs evaluate: JSD @ TPR 95 %%")
+    onnx.add_argument("--temperature", type=float, default=2.0)
+    onnx.add_argument("--score-dtype", choices=["float32", "float16"], default="float32")
+    onnx.add_argument("--dynamic", action="store_true", help="any input size (SPP grids fixed)")
+    onnx.add_argument("--drivable", help="comma-separated drivable class names (default: road)")
+    onnx.add_argument("--opset", type=int, default=18)
+    trt = formats.add_parser("tensorrt", help="build a TensorRT engine into a bundle")
+    trt.add_argument("--bundle", required=True)
+    trt.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    trt.add_argument("--calibration-images", help="folder of frames for INT8 calibration")
+    trt.add_argument("--workspace-gib", type=float, default=4.0)
+    trt.add_argument("--timing-cache", help="file to reuse and update between builds")
+    trt.add_argument("--via", choices=["tensorrt", "torch-tensorrt"], default="tensorrt")
+    export.set_defaults(run=_export)
+
+    benchmark = commands.add_parser("bench", help="latency and parity of a bundle")
+    source = benchmark.add_mutually_exclusive_group(required=True)
+    source.add_argument("--bundle", help="a bundle folder")
+    source.add_argument("--preset", help="or an LDN preset with random weights, e.g. ldn121")
+    benchmark.add_argument("--size", default="1024x2048", help="with --preset: HEIGHTxWIDTH")
+    benchmark.add_argument(
+        "--backend",
+        nargs="+",
+        default=["onnxruntime"],
+        choices=["onnxruntime", "torch", "tensorrt"],
+    )
+    benchmark.add_argument("--device", help="cpu or cuda (default: the backend's)")
+    benchmark.add_argument("--iterations", type=int, default=50)
+    benchmark.set_defaults(run=_bench)
+
     strip = commands.add_parser("strip", help="inference-only copy of a checkpoint")
     strip.add_argument("checkpoint")
     strip.add_argument("out")
@@ -98,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (FileNotFoundError, ValueError) as error:
+    except (FileNotFoundError, ValueError, TensorRTUnavailable) as error:
         print(f"nflowjs: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 

@@ -1,0 +1,154 @@
+"""``nflowjs export onnx``: checkpoint -> model bundle with one ONNX graph (camera pixels in).
+
+The graph takes ``(1, H, W, 3)`` uint8 RGB and returns labels uint8, the NFlowJS score and the
+OOD mask uint8 (no int64 outputs: TensorRT users hit that). It is exported with the dynamo
+exporter (the TorchScript one refuses the SPP's adaptive pooling at most sizes), checked with
+``onnx.checker`` and compared with the torch model before the bundle is written.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import nflowjs_export
+from nflowjs.checkpoint import build_segmenter, load_checkpoint, save_inference_copy
+from nflowjs.head import OutlierAwareSegmenter
+from nflowjs_export.backends import TORCH_CHECKPOINT, open_backend
+from nflowjs_export.bundle import Bundle, BundleClass, sha256_file, write_bundle
+from nflowjs_export.frame_model import CameraFrameModel, ResizingSegmenter
+from nflowjs_export.palettes import DRIVABLE_NAMES, class_colors
+
+OUTPUTS = ("labels", "score", "ood_mask")
+
+
+def frame_model(
+    checkpoint: dict,
+    temperature: float,
+    threshold: float,
+    score_dtype: str,
+    fixed_size: tuple[int, int] | None = None,
+) -> CameraFrameModel:
+    """The exported graph; with ``fixed_size`` it takes any input size (``ResizingSegmenter``)."""
+    segmenter = build_segmenter(checkpoint).eval()
+    if fixed_size is not None:
+        segmenter = ResizingSegmenter(segmenter, fixed_size)
+    head = OutlierAwareSegmenter(segmenter, len(checkpoint["classes"]), temperature, threshold)
+    return CameraFrameModel(head, getattr(torch, score_dtype)).eval()
+
+
+def export_onnx(
+    checkpoint: str | Path,
+    out_dir: str | Path,
+    height: int,
+    width: int,
+    threshold: float,
+    temperature: float = 2.0,
+    score_dtype: str = "float32",
+    dynamic: bool = False,
+    drivable: list[str] | None = None,
+    name: str | None = None,
+    opset: int = 18,
+) -> Path:
+    """Export and write a bundle folder; returns its path."""
+    payload = load_checkpoint(checkpoint)
+    classes = list(payload["classes"])
+    drivable = (
+        list(drivable) if drivable is not None else [c for c in classes if c in DRIVABLE_NAMES]
+    )
+    unknown = sorted(set(drivable) - set(classes))
+    if unknown:
+        raise ValueError(f"drivable classes {unknown} are not among the model's classes {classes}")
+    if score_dtype not in ("float32", "float16"):
+        raise ValueError(f"score dtype {score_dtype!r}: use float32 or float16")
+    model = frame_model(
+        payload, temperature, threshold, score_dtype, (height, width) if dynamic else None
+    )
+    example = torch.zeros(1, height, width, 3, dtype=torch.uint8)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        if dynamic:
+            h, w = (
+                torch.export.Dim("height", min=64, max=4096),
+                torch.export.Dim("width", min=64, max=4096),
+            )
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["rgb"],
+                output_names=list(OUTPUTS),
+                dynamic_shapes=({1: h, 2: w},),
+            )
+        else:
+            program = torch.onnx.export(
+                model,
+                (example,),
+                dynamo=True,
+                opset_version=opset,
+                input_names=["rgb"],
+                output_names=list(OUTPUTS),
+            )
+        program.save(str(onnx_path))
+        check_onnx(onnx_path)
+        bundle = Bundle(
+            name=name or Path(out_dir).name,
+            model_file="model.onnx",
+            height=height,
+            width=width,
+            classes=[
+                BundleClass(i, c, color)
+                for i, (c, color) in enumerate(zip(classes, class_colors(classes), strict=True))
+            ],
+            temperature=temperature,
+            ood_threshold=threshold,
+            drivable_class_ids=[classes.index(c) for c in drivable],
+            unknown_id=len(classes),
+            mean=tuple(payload["model_config"]["mean"]),
+            std=tuple(payload["model_config"]["std"]),
+            score_dtype=score_dtype,
+            dynamic_size=dynamic,
+            opset=opset,
+            checkpoint_sha256=sha256_file(Path(checkpoint)),
+            exporter_version=nflowjs_export.__version__,
+        )
+        torch_copy = save_inference_copy(checkpoint, Path(tmp) / TORCH_CHECKPOINT)
+        return write_bundle(
+            out_dir, bundle, {"model.onnx": onnx_path, TORCH_CHECKPOINT: torch_copy}
+        )
+
+
+def check_onnx(path: Path) -> None:
+    """onnx.checker, and the output contract: uint8 labels/mask, float score, no int64."""
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    model = onnx.load(str(path), load_external_data=False)
+    types = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    expected = {"labels": onnx.TensorProto.UINT8, "ood_mask": onnx.TensorProto.UINT8}
+    for output, elem in expected.items():
+        if types.get(output) != elem:
+            raise ValueError(
+                f"exported output {output!r} has ONNX type {types.get(output)}, not uint8"
+            )
+    if onnx.TensorProto.INT64 in types.values():
+        raise ValueError(f"exported graph has int64 outputs: {types}")
+
+
+def reference_model(bundle_dir: Path, bundle) -> CameraFrameModel:
+    """The bundle's graph in torch fp32 on the CPU: what every backend is compared with."""
+    fixed = (bundle.height, bundle.width) if bundle.dynamic_size else None
+    payload = load_checkpoint(Path(bundle_dir) / TORCH_CHECKPOINT)
+    return frame_model(payload, bundle.temperature, bundle.ood_threshold, "float32", fixed)
+
+
+def onnx_parity(bundle_dir: str | Path, images: list[np.ndarray]) -> dict:
+    """ONNX Runtime vs torch fp32 on HxWx3 uint8 images (at the bundle's size if static)."""
+    from nflowjs_export.bench import parity_against_torch
+
+    return parity_against_torch(open_backend(bundle_dir, "onnxruntime"), Path(bundle_dir), images)

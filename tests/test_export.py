@@ -1,0 +1,257 @@
+"""Export: ONNX bundle (static and dynamic), validation, ORT parity, TensorRT plumbing, bench."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from PIL import Image
+
+from nflowjs.checkpoint import config_dict, save_checkpoint
+from nflowjs.cli import main
+from nflowjs.networks import LadderDenseNet, LDNConfig
+from nflowjs_export.backends import open_backend
+from nflowjs_export.bench import bench, format_table
+from nflowjs_export.bundle import BundleError, load_bundle
+from nflowjs_export.onnx_export import export_onnx, onnx_parity
+from nflowjs_export.tensorrt_build import CalibrationImages, engine_file_name
+
+SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
+CLASSES = ["sky", "building", "road", "car"]
+# Few dense layers and narrow decoder: the same code as LDN-121, quick to export on CPU.
+SMALL = LDNConfig(
+    num_classes=4,
+    growth_rate=8,
+    block_config=(1, 1, 1, 1),
+    num_init_features=16,
+    spp_bottleneck=32,
+    spp_level_width=8,
+    spp_out=32,
+    upsample_widths=(16, 16, 16),
+)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = LadderDenseNet(SMALL).eval()
+    with torch.no_grad():  # make the classifier decisive enough for a non-trivial mask
+        model.classifier.conv.weight.mul_(20)
+    path = tmp_path_factory.mktemp("ck") / "model.pt"
+    save_checkpoint(
+        path,
+        {
+            "stage": "stage2",
+            "epoch": 1,
+            "model": model.state_dict(),
+            "model_config": config_dict(SMALL),
+            "classes": CLASSES,
+        },
+    )
+    return path
+
+
+@pytest.fixture(scope="module")
+def bundle(checkpoint, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("bundles") / "small"
+    return export_onnx(checkpoint, out, height=96, width=128, threshold=0.6)
+
+
+def frames(n=3, size=(96, 128)) -> list[np.ndarray]:
+    if SHARED_CAMVID.is_dir():  # real driving frames when the shared data is here
+        files = sorted((SHARED_CAMVID / "test" / "images").glob("*.jpg"))[:n]
+        return [np.array(Image.open(f).convert("RGB").resize(size[::-1])) for f in files]
+    rng = np.random.default_rng(0)
+    return [rng.integers(0, 256, (*size, 3), dtype=np.uint8) for _ in range(n)]
+
+
+def test_onnx_graph_contract(bundle):
+    model = onnx.load(str(bundle / "model.onnx"))
+    onnx.checker.check_model(model, full_check=True)
+    assert model.opset_import[0].version >= 17
+    (graph_input,) = model.graph.input
+    assert graph_input.type.tensor_type.elem_type == onnx.TensorProto.UINT8
+    assert [d.dim_value for d in graph_input.type.tensor_type.shape.dim] == [1, 96, 128, 3]
+    types = {o.name: o.type.tensor_type.elem_type for o in model.graph.output}
+    assert types == {
+        "labels": onnx.TensorProto.UINT8,
+        "score": onnx.TensorProto.FLOAT,
+        "ood_mask": onnx.TensorProto.UINT8,
+    }
+
+
+def test_onnxruntime_matches_torch(bundle):
+    parity = onnx_parity(bundle, frames())
+    assert parity["label_agreement"] >= 0.999
+    assert parity["score_max_abs_error"] <= 1e-3
+
+
+def test_bundle_json_describes_the_model(bundle, checkpoint):
+    b = load_bundle(bundle)
+    assert (b.height, b.width, b.ood_threshold, b.temperature) == (96, 128, 0.6, 2.0)
+    assert [c.name for c in b.classes] == CLASSES and b.unknown_id == 4
+    assert b.drivable_class_ids == [2]  # road
+    assert b.classes[2].color == (128, 64, 128)  # the dataset palette's road colour
+    assert set(b.files) == {"model.onnx", "model.pt"} and len(b.checkpoint_sha256) == 64
+    assert not any(p.name.startswith(".") for p in bundle.parent.iterdir())  # no staging left
+
+
+def test_tampered_or_truncated_model_is_refused(bundle, tmp_path):
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    data = (copy / "model.onnx").read_bytes()
+    (copy / "model.onnx").write_bytes(data[: len(data) // 2])
+    with pytest.raises(BundleError, match="SHA-256"):
+        open_backend(copy, "onnxruntime")
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda j: j.pop("ood_threshold"), r"required field\(s\) \['ood_threshold'\]"),
+        (lambda j: j.update(temperature=-1), "'temperature' = -1 must be a positive number"),
+        (lambda j: j.update(drivable_class_ids=[9]), r"'drivable_class_ids' \[9\]"),
+        (lambda j: j.update(score_dtype="int8"), "'score_dtype'"),
+        (lambda j: j.update(unknown_id=1), "'unknown_id' 1 is a known class"),
+        (lambda j: j.update(colour="red"), r"unknown field\(s\) \['colour'\]"),
+    ],
+)
+def test_bad_bundle_fields_are_named(bundle, tmp_path, edit, message):
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    raw = json.loads((copy / "bundle.json").read_text())
+    edit(raw)
+    (copy / "bundle.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=message):
+        load_bundle(copy)
+
+
+def test_missing_bundle_says_how_to_make_one(tmp_path):
+    with pytest.raises(BundleError, match="nflowjs export onnx"):
+        load_bundle(tmp_path)
+
+
+def test_dynamic_size_graph_runs_at_other_sizes(checkpoint, tmp_path):
+    folder = export_onnx(
+        checkpoint, tmp_path / "dyn", 96, 128, threshold=0.6, dynamic=True, score_dtype="float16"
+    )
+    backend = open_backend(folder, "onnxruntime")
+    for size in [(96, 128), (128, 160), (64, 256)]:
+        labels, score, mask = backend.infer(np.zeros((*size, 3), np.uint8) + 100)
+        assert labels.shape == score.shape == mask.shape == size
+        assert score.dtype == np.float16 and labels.dtype == np.uint8
+    # at the reference size it is the same model as the static graph
+    frame = frames(1)[0]
+    static = open_backend(export_onnx(checkpoint, tmp_path / "st", 96, 128, 0.6), "onnxruntime")
+    np.testing.assert_array_equal(backend.infer(frame)[0], static.infer(frame)[0])
+
+
+def test_torch_backend_agrees_with_onnxruntime(bundle):
+    frame = frames(1)[0]
+    ort_out = open_backend(bundle, "onnxruntime").infer(frame)
+    torch_out = open_backend(bundle, "torch", "cpu").infer(frame)
+    assert (ort_out[0] == torch_out[0]).mean() >= 0.999
+    assert np.abs(ort_out[1] - torch_out[1]).max() <= 1e-3
+
+
+def test_wrong_frame_is_explained(bundle):
+    backend = open_backend(bundle, "onnxruntime")
+    with pytest.raises(ValueError, match="resize it first"):
+        backend.infer(np.zeros((50, 60, 3), np.uint8))
+    with pytest.raises(ValueError, match="uint8 RGB"):
+        backend.infer(np.zeros((96, 128), np.float32))
+
+
+def test_bench_prints_a_table(bundle):
+    rows = [bench(bundle, "onnxruntime", iterations=5, warmup=1)]
+    assert rows[0]["p50_ms"] > 0 and rows[0]["p99_ms"] >= rows[0]["p50_ms"]
+    assert rows[0]["label_agreement"] >= 0.999
+    table = format_table(rows)
+    assert "| onnxruntime |" in table and "96x128" in table
+
+
+def test_engine_names_carry_precision_gpu_and_version():
+    name = engine_file_name("fp16", "NVIDIA H100 80GB HBM3", "10.3.0.26")
+    assert name == "model.fp16.nvidia-h100-80gb-hbm3.trt10.3.engine"
+
+
+def test_calibration_batches(tmp_path):
+    for i in range(5):
+        Image.fromarray(np.full((30, 40, 3), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
+    batches = CalibrationImages(tmp_path, height=24, width=32, batch_size=2)
+    shapes = [b.shape for b in batches]
+    assert len(batches) == 2 and shapes == [(2, 24, 32, 3)] * 2  # the odd image is dropped
+    assert next(iter(batches)).dtype == np.uint8
+    with pytest.raises(FileNotFoundError, match="no calibration images"):
+        CalibrationImages(tmp_path / "empty", 24, 32)
+
+
+def test_tensorrt_export_without_tensorrt_says_what_to_install(bundle, capsys):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("TensorRT is installed here; the gpu-marked test covers the build")
+    except ImportError:
+        pass
+    with pytest.raises(SystemExit):
+        main(["export", "tensorrt", "--bundle", str(bundle)])
+    assert "install NVIDIA's `tensorrt`" in capsys.readouterr().err
+
+
+def test_cli_export_takes_the_threshold_from_an_evaluation(checkpoint, tmp_path, capsys):
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"scores": {"jsd": {"threshold_tpr95": 0.42}}}))
+    out = tmp_path / "b"
+    main(
+        [
+            "export",
+            "onnx",
+            "--checkpoint",
+            str(checkpoint),
+            "--out",
+            str(out),
+            "--size",
+            "64x64",
+            "--threshold-from",
+            str(results),
+        ]
+    )
+    assert load_bundle(out).ood_threshold == 0.42
+    with pytest.raises(SystemExit):
+        main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--size", "64"])
+    assert "HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_gpu_check_smoke_on_cpu(capsys):
+    from nflowjs_export import gpu_check
+
+    gpu_check.main(
+        [
+            "--device",
+            "cpu",
+            "--preset",
+            "ldn-lite",
+            "--size",
+            "64x128",
+            "--warmup",
+            "1",
+            "--iterations",
+            "2",
+        ]
+    )
+    out = capsys.readouterr().out
+    assert "| segmenter | eager |" in out and "head overhead" in out and "labels agree" in out
+
+
+@pytest.mark.gpu
+def test_tensorrt_engine_build_and_parity(bundle, tmp_path):
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU with TensorRT")
+    pytest.importorskip("tensorrt")
+    from nflowjs_export.tensorrt_build import build_engine
+
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    build_engine(copy, "fp16")
+    row = bench(copy, "tensorrt", iterations=20)
+    assert row["label_agreement"] >= 0.99
