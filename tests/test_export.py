@@ -199,6 +199,31 @@ def test_tensorrt_export_without_tensorrt_says_what_to_install(bundle, capsys):
     assert "install NVIDIA's `tensorrt`" in capsys.readouterr().err
 
 
+def test_tensorrt_arguments_are_checked_before_tensorrt_is_needed(bundle, tmp_path):
+    from nflowjs_export.tensorrt_build import build_engine
+
+    with pytest.raises(ValueError, match="INT8 needs --calibration-images"):
+        build_engine(bundle, "int8")
+    with pytest.raises(ValueError, match="use fp32, fp16 or int8"):
+        build_engine(bundle, "bf16")
+    with pytest.raises(BundleError, match="not found"):
+        build_engine(tmp_path / "no-bundle", "fp16")
+
+
+def test_an_engine_added_later_is_hashed_into_the_bundle(bundle, tmp_path):
+    from nflowjs_export.bundle import add_bundle_file
+
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    engine = tmp_path / "engine.bin"
+    engine.write_bytes(b"serialized engine")
+    name = engine_file_name("fp16", "NVIDIA H100", "10.3.0")
+    add_bundle_file(copy, engine, name)
+    assert name in load_bundle(copy).files  # and its hash verifies
+    (copy / name).write_bytes(b"serialized engin")
+    with pytest.raises(BundleError, match="SHA-256"):
+        load_bundle(copy)
+
+
 def test_cli_export_takes_the_threshold_from_an_evaluation(checkpoint, tmp_path, capsys):
     results = tmp_path / "results.json"
     results.write_text(json.dumps({"scores": {"jsd": {"threshold_tpr95": 0.42}}}))

@@ -277,3 +277,24 @@ def test_same_seed_same_weights(tmp_path, camvid):
         finals.append(load_checkpoint(tmp_path / name / "run" / "stage1" / "last.pt")["model"])
     for key, value in finals[0].items():
         torch.testing.assert_close(finals[1][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_kill_9_mid_run_loses_at_most_the_running_epoch(tmp_path, camvid):
+    import signal
+    import time
+
+    config = tiny_config(tmp_path, camvid, stage1={"epochs": 200})
+    command = [sys.executable, "-m", "nflowjs.cli", "train", "stage1", "--config", str(config)]
+    last = tmp_path / "run" / "stage1" / "last.pt"
+    process = subprocess.Popen(command, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not last.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(1.0)  # well into later epochs, possibly mid-write of a checkpoint
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    survived = load_checkpoint(last)["epoch"]  # readable: writes are atomic
+    assert survived >= 1
+    main(["train", "stage1", "--config", str(config), "--set", f"stage1.epochs={survived + 1}"])
+    assert load_checkpoint(last)["epoch"] == survived + 1  # resumed, one more epoch

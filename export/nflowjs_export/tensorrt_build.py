@@ -102,14 +102,16 @@ def build_engine(
     timing_cache: str | Path | None = None,
 ) -> Path:
     """Build an engine for this GPU from the bundle's ONNX graph and add it to the bundle."""
+    if precision not in ("fp32", "fp16", "int8"):
+        raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
+    if precision == "int8" and calibration_dir is None:
+        raise ValueError("INT8 needs --calibration-images: a folder of typical camera frames")
+    bundle_dir = Path(bundle_dir)
+    bundle = load_bundle(bundle_dir)  # a bad bundle is reported before TensorRT is needed
     try:
         import tensorrt as trt
     except ImportError as error:
         raise TensorRTUnavailable(INSTALL_HINT) from error
-    if precision == "int8" and calibration_dir is None:
-        raise ValueError("INT8 needs --calibration-images: a folder of typical camera frames")
-    bundle_dir = Path(bundle_dir)
-    bundle = load_bundle(bundle_dir)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(0)
