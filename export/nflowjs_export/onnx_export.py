@@ -71,29 +71,20 @@ def export_onnx(
 
     with tempfile.TemporaryDirectory() as tmp:
         onnx_path = Path(tmp) / "model.onnx"
+        dynamic_shapes = None
         if dynamic:
-            h, w = (
-                torch.export.Dim("height", min=64, max=4096),
-                torch.export.Dim("width", min=64, max=4096),
-            )
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=["rgb"],
-                output_names=list(OUTPUTS),
-                dynamic_shapes=({1: h, 2: w},),
-            )
-        else:
-            program = torch.onnx.export(
-                model,
-                (example,),
-                dynamo=True,
-                opset_version=opset,
-                input_names=["rgb"],
-                output_names=list(OUTPUTS),
-            )
+            side = {"min": 64, "max": 4096}
+            height_dim = torch.export.Dim("height", **side)
+            dynamic_shapes = ({1: height_dim, 2: torch.export.Dim("width", **side)},)
+        program = torch.onnx.export(
+            model,
+            (example,),
+            dynamo=True,
+            opset_version=opset,
+            input_names=["rgb"],
+            output_names=list(OUTPUTS),
+            dynamic_shapes=dynamic_shapes,
+        )
         program.save(str(onnx_path))
         check_onnx(onnx_path)
         bundle = Bundle(

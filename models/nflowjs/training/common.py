@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from tqdm import tqdm
 
 from nflowjs.checkpoint import load_checkpoint, save_checkpoint
 from nflowjs.config import TrainConfig
@@ -107,6 +108,13 @@ def training_loader(
         pin_memory=runtime.device.type == "cuda",
     )
     return loader, dataset
+
+
+def epoch_progress(loader: DataLoader, epoch: int, epochs: int, stage: str, runtime: Runtime):
+    """The loader's batches for ``epoch`` (reshuffled per epoch under DDP) with a progress bar."""
+    if isinstance(loader.sampler, DistributedSampler):
+        loader.sampler.set_epoch(epoch)
+    return tqdm(loader, desc=f"{stage} epoch {epoch + 1}/{epochs}", disable=not runtime.is_main)
 
 
 def cosine_factor(epoch: float, cosine_epochs: int, lr: float, min_lr: float) -> float:

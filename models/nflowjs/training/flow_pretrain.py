@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchvision.utils import make_grid
-from tqdm import tqdm
 
 from nflowjs.checkpoint import config_dict
 from nflowjs.config import TrainConfig
@@ -14,6 +13,7 @@ from nflowjs.flow import DENSEFLOW_PRESETS, DenseFlow
 from nflowjs.training.common import (
     Runtime,
     StageFiles,
+    epoch_progress,
     seed_everything,
     summary_writer,
     training_loader,
@@ -97,9 +97,7 @@ def train_flow(config: TrainConfig, runtime: Runtime) -> dict:
     step = start_epoch * len(loader)
     for epoch in range(start_epoch, cfg.epochs):
         objective.train()
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        bar = tqdm(loader, desc=f"flow epoch {epoch + 1}/{cfg.epochs}", disable=not runtime.is_main)
+        bar = epoch_progress(loader, epoch, cfg.epochs, "flow", runtime)
         for images, labels in bar:
             crops = random_inlier_crops(images, labels, cfg.crop_size, CROPS_PER_IMAGE)
             bits_per_dim = objective(to_model_input(crops.to(runtime.device)))

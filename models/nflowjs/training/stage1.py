@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from nflowjs.checkpoint import config_dict
 from nflowjs.config import TrainConfig
@@ -15,6 +14,7 @@ from nflowjs.training.common import (
     StageFiles,
     autocast,
     cosine_factor,
+    epoch_progress,
     seed_everything,
     segmenter_optimizer,
     summary_writer,
@@ -51,11 +51,7 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
     step = start_epoch * len(loader)
     for epoch in range(start_epoch, cfg.epochs):
         trained.train()
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        bar = tqdm(
-            loader, desc=f"stage 1 epoch {epoch + 1}/{cfg.epochs}", disable=not runtime.is_main
-        )
+        bar = epoch_progress(loader, epoch, cfg.epochs, "stage 1", runtime)
         for images, labels in bar:
             images = to_model_input(images.to(runtime.device, non_blocking=True))
             labels = labels.to(runtime.device, non_blocking=True)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 from torchvision.utils import make_grid
-from tqdm import tqdm
 
 from nflowjs.checkpoint import build_flow, build_segmenter, config_dict
 from nflowjs.config import TrainConfig
@@ -18,6 +17,7 @@ from nflowjs.training.common import (
     StageFiles,
     autocast,
     cosine_factor,
+    epoch_progress,
     require_checkpoint,
     seed_everything,
     segmenter_optimizer,
@@ -81,11 +81,7 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
     for epoch in range(start_epoch, cfg.epochs):
         segmenter.train()
         flow_objective.train()  # nothing frozen, BatchNorm in train mode (paper 4.3)
-        if hasattr(loader.sampler, "set_epoch"):
-            loader.sampler.set_epoch(epoch)
-        bar = tqdm(
-            loader, desc=f"stage 2 epoch {epoch + 1}/{cfg.epochs}", disable=not runtime.is_main
-        )
+        bar = epoch_progress(loader, epoch, cfg.epochs, "stage 2", runtime)
         for images, labels in bar:
             images = to_model_input(images.to(runtime.device, non_blocking=True))
             labels = labels.to(runtime.device, non_blocking=True)
