@@ -144,7 +144,9 @@ def test_dynamic_size_graph_runs_at_other_sizes(checkpoint, tmp_path):
     # at the reference size it is the same model as the static graph
     frame = frames(1)[0]
     static = open_backend(export_onnx(checkpoint, tmp_path / "st", 96, 128, 0.6), "onnxruntime")
-    np.testing.assert_array_equal(backend.infer(frame)[0], static.infer(frame)[0])
+    dynamic_out, static_out = backend.infer(frame), static.infer(frame)
+    np.testing.assert_array_equal(dynamic_out[0], static_out[0])
+    np.testing.assert_allclose(dynamic_out[1].astype(np.float32), static_out[1], atol=2e-3)
 
 
 def test_torch_backend_agrees_with_onnxruntime(bundle):

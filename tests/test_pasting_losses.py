@@ -99,18 +99,55 @@ def test_lambda_zero_reduces_the_discriminative_loss_to_cross_entropy():
     torch.testing.assert_close(ce, manual)
 
 
-def test_loss_composition_follows_the_paper():
-    logits = torch.randn(2, 5, 6, 6)
-    labels = torch.randint(0, 5, (2, 6, 6))
-    mask = torch.zeros(2, 6, 6, dtype=torch.bool)
-    mask[:, :3, :3] = True
-    labels[mask] = 255
-    nll = torch.tensor(2.5)
-    loss = nflowjs_loss(logits, labels, mask, nll, lam=0.03)
-    neg = negative_loss(logits, mask)
-    torch.testing.assert_close(loss.discriminative, loss.cross_entropy + 0.03 * neg)
-    torch.testing.assert_close(loss.generative, nll + 0.03 * neg)
-    torch.testing.assert_close(loss.total, loss.cross_entropy + 0.03 * neg + nll)
+def test_joint_step_gives_each_network_the_gradient_of_its_own_loss(tiny_flow):
+    """Segmenter: d(CE + lam L_neg)/dtheta; flow: d(L_nll + lam L_neg)/dgamma, no CE (eqs. 3-5)."""
+    from nflowjs.pasting import crop_windows, random_locations
+    from nflowjs.training.common import FlowObjective
+    from nflowjs.training.stage2 import nflowjs_step
+
+    torch.manual_seed(0)
+    segmenter = LadderDenseNet(ldn_config("ldn-lite", num_classes=5)).eval()  # fixed BN stats
+    flow_objective = FlowObjective(tiny_flow.eval())
+    images, labels = torch.rand(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    size, locations, lam = (16, 24), random_locations(2, (16, 24), (64, 64)), 0.5
+
+    def gradients(backward):
+        for module in (segmenter, tiny_flow):
+            module.zero_grad()
+        torch.manual_seed(1)  # the same negatives and noise in every run
+        backward()
+        return (
+            {n: p.grad.clone() for n, p in segmenter.named_parameters() if p.grad is not None},
+            {n: p.grad.clone() for n, p in tiny_flow.named_parameters() if p.grad is not None},
+        )
+
+    def plain_graph(pick):  # the mixed image keeps its link to the flow
+        negatives, nll = flow_objective(crop_windows(images, locations, size), size)
+        batch = paste_patches(images, labels, negatives, locations=locations)
+        loss = nflowjs_loss(segmenter(batch.images), batch.labels, batch.ood_mask, nll, lam)
+        pick(loss).backward()
+
+    def joint_step():
+        objective, *_ = nflowjs_step(
+            segmenter, flow_objective, images, labels, size, locations, lam
+        )
+        objective.backward()
+
+    step = gradients(joint_step)
+    discriminative = gradients(lambda: plain_graph(lambda loss: loss.discriminative))
+    generative = gradients(lambda: plain_graph(lambda loss: loss.generative))
+    naive_total = gradients(lambda: plain_graph(lambda loss: loss.total))
+
+    for name, g in discriminative[0].items():
+        torch.testing.assert_close(step[0][name], g, rtol=1e-4, atol=1e-7, msg=name)
+    assert step[1].keys() == generative[1].keys()
+    for name, g in generative[1].items():
+        torch.testing.assert_close(step[1][name], g, rtol=1e-4, atol=1e-7, msg=name)
+    # and the routing matters: backpropagating the plain sum hands the flow a CE gradient
+    assert any(
+        not torch.allclose(naive_total[1][n], g, rtol=1e-3, atol=1e-8)
+        for n, g in generative[1].items()
+    )
 
 
 def test_negative_term_reaches_the_flow_through_pasted_samples(tiny_flow):

@@ -125,9 +125,11 @@ def test_three_stages_resume_and_evaluate(tmp_path, camvid, capsys):
     assert stage1["epoch"] == 2 and stage2["epoch"] == 1
     assert stage1["classes"] == stage2["classes"] and len(stage1["classes"]) == 9
     # stage 2 changed both networks
+    flow = load_checkpoint(run / "flow" / "last.pt")
     assert not torch.equal(
         stage1["model"]["classifier.conv.bias"], stage2["model"]["classifier.conv.bias"]
     )
+    assert not torch.equal(flow["flow"]["base_mean"], stage2["flow"]["base_mean"])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     events = EventAccumulator(str(run / "tensorboard" / "stage2"))
@@ -145,6 +147,10 @@ def test_three_stages_resume_and_evaluate(tmp_path, camvid, capsys):
     assert slim.stat().st_size < (run / "stage2" / "last.pt").stat().st_size / 2
 
     # Resuming a finished stage trains nothing more; raising its epochs continues from epoch 2.
+    main(["train", "stage1", "--config", str(config)])
+    again = load_checkpoint(run / "stage1" / "last.pt")
+    assert again["epoch"] == 2
+    assert all(torch.equal(again["model"][k], v) for k, v in stage1["model"].items())
     main(["train", "stage1", "--config", str(config), "--set", "stage1.epochs=3"])
     assert load_checkpoint(run / "stage1" / "last.pt")["epoch"] == 3
 
@@ -200,7 +206,9 @@ def test_evaluate_refuses_a_model_of_other_classes(tmp_path, camvid, capsys):
 
 
 def test_ddp_replicas_hold_identical_weights(tmp_path, camvid):
-    config = tiny_config(tmp_path, camvid, stage1={"epochs": 1, "batch_size": 4})
+    config = tiny_config(
+        tmp_path, camvid, stage1={"epochs": 1, "batch_size": 4}, stage2={"batch_size": 4}
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     subprocess.run(
         [
@@ -215,18 +223,22 @@ def test_ddp_replicas_hold_identical_weights(tmp_path, camvid):
         ],
         check=True,
         env=env,
-        timeout=300,
+        timeout=600,
         cwd=tmp_path,
     )
     rank0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     rank1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    # DDP averages gradients, so parameters stay identical. BatchNorm running statistics are
-    # per-process (each replica normalises its own shard), as in the paper's single-GPU setup.
-    for name, value in rank0["parameters"].items():
-        torch.testing.assert_close(rank1["parameters"][name], value, rtol=0, atol=0, msg=name)
+    # DDP averages gradients, so parameters stay identical in every stage, the flow's included
+    # (its ActNorm data init happens before DDP broadcasts rank 0's weights). BatchNorm running
+    # statistics are per process: each replica normalises its own shard of the batch.
+    for network in ("stage1", "flow", "stage2", "stage2_flow"):
+        for name, value in rank0[network]["parameters"].items():
+            torch.testing.assert_close(
+                rank1[network]["parameters"][name], value, rtol=0, atol=0, msg=f"{network}.{name}"
+            )
     assert not torch.equal(
-        rank0["buffers"]["classifier.norm.running_mean"],
-        rank1["buffers"]["classifier.norm.running_mean"],
+        rank0["stage1"]["buffers"]["classifier.norm.running_mean"],
+        rank1["stage1"]["buffers"]["classifier.norm.running_mean"],
     ), "each process should have seen its own half of the batch"
 
 

@@ -93,7 +93,9 @@ class TorchBackend:
 class TensorRTBackend:
     name = "tensorrt"
 
-    def __init__(self, folder: Path, bundle: Bundle, device: str = "cuda"):
+    def __init__(
+        self, folder: Path, bundle: Bundle, device: str = "cuda", precision: str | None = None
+    ):
         try:
             import tensorrt as trt
         except ImportError as error:
@@ -104,11 +106,12 @@ class TensorRTBackend:
 
         from nflowjs_export.tensorrt_build import engine_file_name
 
+        gpu = torch.cuda.get_device_name(0)
+        preference = [precision] if precision else ["int8", "fp16", "fp32"]  # fastest first
         engines = [
-            name
-            for name in bundle.files
-            for precision in ("fp32", "fp16", "int8")
-            if name == engine_file_name(precision, torch.cuda.get_device_name(0), trt.__version__)
+            engine_file_name(p, gpu, trt.__version__)
+            for p in preference
+            if engine_file_name(p, gpu, trt.__version__) in bundle.files
         ]
         if not engines:
             raise BundleError(
@@ -116,6 +119,7 @@ class TensorRTBackend:
                 "run `nflowjs export tensorrt --bundle ...` here first"
             )
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine_file = engines[0]
         self.engine = runtime.deserialize_cuda_engine((folder / engines[0]).read_bytes())
         self.context = self.engine.create_execution_context()
         self.bundle, self.torch = bundle, torch
@@ -124,10 +128,14 @@ class TensorRTBackend:
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
         torch = self.torch
-        frame = torch.from_numpy(rgb)[None].cuda(non_blocking=True)
+        with torch.cuda.stream(self.stream):  # copies and the engine share one stream
+            return self._run(torch.from_numpy(rgb)[None].cuda(non_blocking=True), rgb.shape[:2])
+
+    def _run(self, frame, size):
+        torch = self.torch
         self.context.set_input_shape("rgb", tuple(frame.shape))
         self.context.set_tensor_address("rgb", frame.data_ptr())
-        h, w = rgb.shape[:2]
+        h, w = size
         score_dtype = getattr(torch, self.bundle.score_dtype)
         outputs = {
             "labels": torch.empty(1, h, w, dtype=torch.uint8, device="cuda"),

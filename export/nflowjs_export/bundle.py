@@ -47,7 +47,7 @@ class Bundle:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     score_dtype: str = "float32"
-    precision: str = "fp32"
+    precision: str = "fp32"  # of model_file (ONNX); engines carry theirs in their file names
     dynamic_size: bool = False
     opset: int = 18
     checkpoint_sha256: str = ""
@@ -76,6 +76,13 @@ class Bundle:
             if not ok:
                 raise BundleError(
                     f"bundle.json: '{name}' = {getattr(self, name)!r} must be {expected}"
+                )
+        fixed = Bundle.__dataclass_fields__
+        for name in ("input_layout", "normalization", "temperature_overridable"):
+            if getattr(self, name) != fixed[name].default:
+                raise BundleError(
+                    f"bundle.json: '{name}' = {getattr(self, name)!r}, but this runtime "
+                    f"supports only {fixed[name].default!r}"
                 )
         ids = [c.id for c in self.classes]
         if ids != list(range(len(ids))):
@@ -135,6 +142,7 @@ def write_bundle(folder: str | Path, bundle: Bundle, model_files: dict[str, Path
         bundle.validate()
         (staging / "bundle.json").write_text(bundle.to_json())
         old = folder.with_name(f".{folder.name}.old")
+        shutil.rmtree(old, ignore_errors=True)  # left by a run killed between the renames
         if folder.exists():
             os.replace(folder, old)
         os.replace(staging, folder)

@@ -43,8 +43,7 @@ class ResizingSegmenter(nn.Module):
         self.size = size
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        resized = F.interpolate(
-            image, self.size, mode="bilinear", align_corners=False, antialias=True
-        )
+        # No antialiasing: TensorRT's ONNX parser rejects antialiased Resize nodes.
+        resized = F.interpolate(image, self.size, mode="bilinear", align_corners=False)
         logits = self.segmenter.forward_stride4(resized)
         return F.interpolate(logits, image.shape[-2:], mode="bilinear", align_corners=False)

@@ -87,6 +87,7 @@ def export_onnx(
         )
         program.save(str(onnx_path))
         check_onnx(onnx_path)
+        _check_against_torch(onnx_path, model, height, width)
         bundle = Bundle(
             name=name or Path(out_dir).name,
             model_file="model.onnx",
@@ -129,6 +130,27 @@ def check_onnx(path: Path) -> None:
             )
     if onnx.TensorProto.INT64 in types.values():
         raise ValueError(f"exported graph has int64 outputs: {types}")
+
+
+def _check_against_torch(onnx_path: Path, model: CameraFrameModel, height: int, width: int):
+    """Refuse to write a bundle whose graph disagrees with torch on a smooth random frame."""
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(0)
+    coarse = rng.integers(0, 256, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
+    frame = np.ascontiguousarray(coarse.repeat(16, 0).repeat(16, 1)[:height, :width])[None]
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    labels, score, _ = session.run(None, {"rgb": frame})
+    with torch.inference_mode():
+        ref_labels, ref_score, _ = model(torch.from_numpy(frame))
+    agreement = float((labels == ref_labels.numpy()).mean())
+    error = float(np.abs(score.astype(np.float32) - ref_score.float().numpy()).max())
+    tolerance = 1e-3 if model.score_dtype == torch.float32 else 2e-3
+    if agreement < 0.999 or error > tolerance:
+        raise ValueError(
+            f"the exported graph disagrees with torch (labels {100 * agreement:.2f} % equal, "
+            f"score error {error:.1e}); the bundle was not written"
+        )
 
 
 def reference_model(bundle_dir: Path, bundle) -> CameraFrameModel:

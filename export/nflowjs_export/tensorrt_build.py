@@ -14,10 +14,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from nflowjs.errors import MissingDependency
 from nflowjs_export.bundle import add_bundle_file, load_bundle
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(MissingDependency):
     """TensorRT (or torch-tensorrt) is not importable here."""
 
 

@@ -12,7 +12,7 @@ import time
 import yaml
 
 from nflowjs.config import config_from_dict, load_config
-from nflowjs_export.tensorrt_build import TensorRTUnavailable
+from nflowjs.errors import MissingDependency
 
 
 def _apply_overrides(config, overrides: list[str]):
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (FileNotFoundError, ValueError, TensorRTUnavailable) as error:
+    except (FileNotFoundError, ValueError, MissingDependency) as error:
         print(f"nflowjs: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 

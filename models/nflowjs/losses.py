@@ -38,11 +38,11 @@ class NFlowJSLoss(NamedTuple):
 
     @property
     def total(self) -> torch.Tensor:
-        """The joint objective (eq. 5) to call ``backward()`` on.
+        """CE + lambda * L_neg + L_nll: the value of the joint objective (eq. 5).
 
-        L_disc is minimised over the segmenter and L_gen over the flow; they share the same
-        lambda * L_neg term, so one backward pass of CE + lambda * L_neg + L_nll gives each
-        network exactly its own gradient (adding L_disc + L_gen literally would double L_neg's).
+        L_disc and L_gen share lambda * L_neg, counted once here. Training must not simply
+        backpropagate this sum: CE also depends on the pasted pixels, and eq. 4 gives the flow
+        no CE gradient; ``nflowjs.training.stage2.nflowjs_step`` routes the gradients.
         """
         return self.cross_entropy + self.lam * self.negative + self.nll
 

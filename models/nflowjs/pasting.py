@@ -54,6 +54,41 @@ def random_locations(
     return tops, lefts
 
 
+def inlier_locations(
+    labels: torch.Tensor,
+    patch_size: tuple[int, int],
+    ignore_index: int = 255,
+    max_ignored: float = 0.1,
+    tries: int = 8,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniform locations, redrawn (up to ``tries`` times) while the window is mostly ignored.
+
+    The crop a negative replaces is what the flow's L_nll learns from; void and held-out
+    anomaly pixels (ignored in the labels) must not become inlier evidence. When no draw has
+    at most ``max_ignored`` ignored pixels, the least ignored draw is kept.
+    """
+    n = labels.shape[0]
+    candidates = [
+        random_locations(n, patch_size, labels.shape[-2:], generator) for _ in range(tries)
+    ]
+    h, w = patch_size
+    tops, lefts = [], []
+    for i in range(n):
+        fractions = [
+            (labels[i, int(t[i]) : int(t[i]) + h, int(lf[i]) : int(lf[i]) + w] == ignore_index)
+            .float()
+            .mean()
+            .item()
+            for t, lf in candidates
+        ]
+        ok = [k for k, f in enumerate(fractions) if f <= max_ignored]
+        k = ok[0] if ok else min(range(tries), key=fractions.__getitem__)
+        tops.append(candidates[k][0][i])
+        lefts.append(candidates[k][1][i])
+    return torch.stack(tops), torch.stack(lefts)
+
+
 def crop_windows(
     images: torch.Tensor, locations: tuple[torch.Tensor, torch.Tensor], size: tuple[int, int]
 ) -> torch.Tensor:

@@ -47,6 +47,23 @@ class Runtime:
         return DistributedDataParallel(module, device_ids=ids)
 
 
+class FlowObjective(torch.nn.Module):
+    """The flow's work in one ``forward`` (what DDP synchronises): the NLL in bits/dim of
+    inlier crops and, given a ``size``, one synthetic negative per crop."""
+
+    def __init__(self, flow: torch.nn.Module):
+        super().__init__()
+        self.flow = flow
+
+    def forward(self, inlier_crops: torch.Tensor, size: tuple[int, int] | None = None):
+        negatives = None
+        if size is not None:
+            # Pasted values stay in the image range: out-of-range pixels would be a trivial
+            # cue for the segmenter that real anomalies never show.
+            negatives = self.flow.sample(len(inlier_crops), *size).clamp(0.0, 1.0)
+        return negatives, self.flow.nll_bits_per_dim(inlier_crops)
+
+
 def setup_runtime() -> Runtime:
     """One process per GPU under torchrun (NCCL), or gloo on CPU; plain single process otherwise."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from torch import nn
 from torchvision.utils import make_grid
 
 from nflowjs.checkpoint import config_dict
@@ -11,6 +10,7 @@ from nflowjs.config import TrainConfig
 from nflowjs.data.transforms import IGNORE_ID, to_model_input
 from nflowjs.flow import DENSEFLOW_PRESETS, DenseFlow
 from nflowjs.training.common import (
+    FlowObjective,
     Runtime,
     StageFiles,
     epoch_progress,
@@ -23,17 +23,6 @@ from nflowjs.training.common import (
 CROPS_PER_IMAGE = 8
 
 
-class FlowNLL(nn.Module):
-    """The flow's bits/dim as ``forward`` so DDP can synchronise its gradients."""
-
-    def __init__(self, flow: DenseFlow):
-        super().__init__()
-        self.flow = flow
-
-    def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        return self.flow.nll_bits_per_dim(patches)
-
-
 def random_inlier_crops(
     images: torch.Tensor, labels: torch.Tensor, size: int, per_image: int, max_ignored: float = 0.1
 ) -> torch.Tensor:
@@ -42,7 +31,7 @@ def random_inlier_crops(
     Ignored pixels (void and, in held-out-class setups, the anomalies) must not teach the flow
     what an inlier looks like: of 4 candidates per crop, those with at most ``max_ignored``
     ignored pixels are kept, fewest first. At least two crops always come back (the least
-    ignored ones), so every process of a distributed run takes the same number of steps.
+    ignored ones): BatchNorm in the coupling networks needs a batch.
     """
     n, _, h, w = images.shape
     tops = torch.randint(h - size + 1, (n, 4 * per_image))
@@ -69,7 +58,7 @@ def random_inlier_crops(
 
 
 def train_flow(config: TrainConfig, runtime: Runtime) -> dict:
-    seed_everything(config.runtime.seed + 1)
+    seed_everything(config.runtime.seed + 1 + runtime.rank)  # own crops and noise per process
     cfg = config.flow
     files = StageFiles(config, "flow")
     loader, _ = training_loader(config, runtime, max(1, cfg.batch_size // CROPS_PER_IMAGE))
@@ -91,7 +80,7 @@ def train_flow(config: TrainConfig, runtime: Runtime) -> dict:
         crops = random_inlier_crops(images, labels, cfg.crop_size, CROPS_PER_IMAGE)
         with torch.no_grad():
             flow.log_prob(to_model_input(crops.to(runtime.device)))
-    objective = runtime.wrap(FlowNLL(flow))
+    objective = runtime.wrap(FlowObjective(flow))
     writer = summary_writer(runtime, files.tensorboard)
 
     step = start_epoch * len(loader)
@@ -100,7 +89,7 @@ def train_flow(config: TrainConfig, runtime: Runtime) -> dict:
         bar = epoch_progress(loader, epoch, cfg.epochs, "flow", runtime)
         for images, labels in bar:
             crops = random_inlier_crops(images, labels, cfg.crop_size, CROPS_PER_IMAGE)
-            bits_per_dim = objective(to_model_input(crops.to(runtime.device)))
+            _, bits_per_dim = objective(to_model_input(crops.to(runtime.device)))
             optimizer.zero_grad(set_to_none=True)
             bits_per_dim.backward()
             optimizer.step()

@@ -44,6 +44,8 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):  # empty when AMP is off (CPU)
+            scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"]
     trained = runtime.wrap(model)
     writer = summary_writer(runtime, files.tensorboard)
@@ -77,6 +79,7 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
                 "model_config": config_dict(model.config),
                 "classes": list(dataset.classes),
                 "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
                 "scheduler": scheduler.state_dict(),
                 "train_config": config.to_dict(),
             },

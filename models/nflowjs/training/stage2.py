@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+from functools import partial
+
 import torch
 from torch import nn
 from torchvision.utils import make_grid
@@ -10,9 +13,10 @@ from nflowjs.checkpoint import build_flow, build_segmenter, config_dict
 from nflowjs.config import TrainConfig
 from nflowjs.data.transforms import IGNORE_ID, to_model_input
 from nflowjs.losses import nflowjs_loss
-from nflowjs.pasting import crop_windows, draw_patch_size, paste_patches, random_locations
+from nflowjs.pasting import crop_windows, draw_patch_size, inlier_locations, paste_patches
 from nflowjs.scores import jsd_ood_score
 from nflowjs.training.common import (
+    FlowObjective,
     Runtime,
     StageFiles,
     autocast,
@@ -27,23 +31,42 @@ from nflowjs.training.common import (
 )
 
 
-class FlowObjective(nn.Module):
-    """One forward = synthetic negatives + NLL of the inlier crops they replace (DDP-friendly)."""
+def nflowjs_step(
+    segmenter: nn.Module,
+    flow_objective: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    size: tuple[int, int],
+    locations: tuple[torch.Tensor, torch.Tensor],
+    lam: float,
+    loss_scale: float = 1.0,
+    segmenter_context=nullcontext,
+):
+    """One joint step's objective: its gradient is dL_disc/dtheta for the segmenter and
+    dL_gen/dgamma for the flow (paper eqs. 3-5), from a single backward pass.
 
-    def __init__(self, flow: nn.Module):
-        super().__init__()
-        self.flow = flow
-
-    def forward(self, size: tuple[int, int], inlier_crops: torch.Tensor):
-        """One negative per crop, of the crops' size, and the NLL (bits/dim) of the crops."""
-        # Pasted values are kept in the image range: out-of-range pixels would be a trivial
-        # cue for the segmenter that real anomalies never show.
-        negatives = self.flow.sample(len(inlier_crops), *size).clamp(0.0, 1.0)
-        return negatives, self.flow.nll_bits_per_dim(inlier_crops)
+    Cross-entropy at inlier pixels also depends on the pasted pixels (receptive field), so a
+    plain ``loss.total`` would hand the flow a CE gradient that eq. 4 does not contain. The
+    segmenter therefore reads the mixed image as a leaf, and the flow receives exactly
+    lambda * dL_neg/dx' through a linear surrogate ``<x', g>``, g computed beforehand.
+    ``loss_scale`` is the AMP scale: g is taken on the scaled loss, so fp16 cannot underflow;
+    ``segmenter_context`` (autocast) applies to the segmenter only, the flow stays in fp32.
+    """
+    negatives, nll = flow_objective(crop_windows(images, locations, size), size)
+    batch = paste_patches(images, labels, negatives, IGNORE_ID, locations=locations)
+    leaf = batch.images.detach().requires_grad_()
+    with segmenter_context():
+        logits = segmenter(leaf).float()
+    loss = nflowjs_loss(logits, batch.labels, batch.ood_mask, nll, lam, IGNORE_ID)
+    (grad,) = torch.autograd.grad(loss_scale * lam * loss.negative, leaf, retain_graph=True)
+    surrogate = (batch.images * (grad / loss_scale)).sum()
+    objective = loss.cross_entropy + lam * loss.negative + loss.nll + surrogate
+    return objective, loss, batch, logits
 
 
 def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
-    seed_everything(config.runtime.seed + 2)
+    # Each process draws its own negatives and locations (DDP broadcasts the weights anyway).
+    seed_everything(config.runtime.seed + 2 + runtime.rank)
     cfg = config.stage2
     stage1 = require_checkpoint(
         StageFiles(config, "stage1").last, "stage 1", "nflowjs train stage1"
@@ -72,6 +95,8 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
         flow_optimizer.load_state_dict(state["flow_optimizer"])
         for scheduler, saved in zip(schedulers, state["schedulers"], strict=True):
             scheduler.load_state_dict(saved)
+        if state.get("scaler"):  # empty when AMP is off (CPU)
+            scaler.load_state_dict(state["scaler"])
         start_epoch = state["epoch"]
     segmenter, flow_objective = runtime.wrap(model), runtime.wrap(FlowObjective(flow))
     writer = summary_writer(runtime, files.tensorboard)
@@ -89,17 +114,22 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
             size = draw_patch_size(
                 cfg.patch_range, flow.size_multiple, images.shape[-2:], size_generator
             )
-            locations = random_locations(len(images), size, images.shape[-2:])
-            negatives, nll = flow_objective(size, crop_windows(images, locations, size))
-            batch = paste_patches(images, labels, negatives, IGNORE_ID, locations=locations)
-            with autocast(runtime, config.runtime.amp):
-                logits = segmenter(batch.images)
-            loss = nflowjs_loss(
-                logits.float(), batch.labels, batch.ood_mask, nll, cfg.lam, IGNORE_ID
+            locations = inlier_locations(labels, size, IGNORE_ID)
+            scale = scaler.get_scale() if scaler.is_enabled() else 1.0
+            objective, loss, batch, logits = nflowjs_step(
+                segmenter,
+                flow_objective,
+                images,
+                labels,
+                size,
+                locations,
+                cfg.lam,
+                scale,
+                partial(autocast, runtime, config.runtime.amp),
             )
             optimizer.zero_grad(set_to_none=True)
             flow_optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss.total).backward()
+            scaler.scale(objective).backward()
             scaler.step(optimizer)
             scaler.step(flow_optimizer)
             scaler.update()
@@ -107,7 +137,7 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
             bar.set_postfix(
                 ce=f"{loss.cross_entropy.item():.3f}",
                 neg=f"{loss.negative.item():.3f}",
-                bpd=f"{nll.item():.2f}",
+                bpd=f"{loss.nll.item():.2f}",
             )
             if writer:
                 for name in ("cross_entropy", "negative", "nll"):
@@ -127,6 +157,7 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
                 "flow_config": config_dict(flow.config),
                 "classes": list(dataset.classes),
                 "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
                 "flow_optimizer": flow_optimizer.state_dict(),
                 "schedulers": [s.state_dict() for s in schedulers],
                 "train_config": config.to_dict(),
