@@ -1,9 +1,9 @@
 """Runtime backends behind one interface: ``infer(rgb uint8 HxWx3) -> (labels, score, mask)``.
 
 ``rgb`` is at the bundle's size; outputs are HxW (labels uint8, score float32/float16, mask
-uint8). ONNX Runtime is the CPU default; TensorRT runs an engine built for this GPU; torch runs
-the bundle's inference checkpoint (``model.pt``). torch and TensorRT are imported only when
-chosen, so an ONNX-only runtime never loads them.
+uint8). ONNX Runtime is the CPU default; TensorRT runs an engine built for this GPU (with torch
+CUDA tensors as I/O buffers); torch runs the bundle's inference checkpoint (``model.pt``).
+torch and TensorRT are imported only when chosen: an ONNX Runtime runtime never loads them.
 """
 
 from __future__ import annotations
