@@ -119,7 +119,6 @@ class TensorRTBackend:
                 "run `nflowjs export tensorrt --bundle ...` here first"
             )
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
-        self.engine_file = engines[0]
         self.engine = runtime.deserialize_cuda_engine((folder / engines[0]).read_bytes())
         self.context = self.engine.create_execution_context()
         self.bundle, self.torch = bundle, torch

@@ -63,13 +63,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return payload
 
 
-INFERENCE_KEYS = ("format", "stage", "epoch", "model", "model_config", "classes", "train_config")
+INFERENCE_KEYS = ("stage", "epoch", "model", "model_config", "classes", "train_config")
 
 
 def save_inference_copy(source: str | Path, destination: str | Path) -> Path:
     """The segmenter of a checkpoint without optimiser states or flow: what inference needs."""
     payload = load_checkpoint(source)
-    save_checkpoint(destination, {k: payload[k] for k in INFERENCE_KEYS[1:] if k in payload})
+    save_checkpoint(destination, {k: payload[k] for k in INFERENCE_KEYS if k in payload})
     return Path(destination)
 
 

@@ -19,7 +19,6 @@ class DataConfig:
     dataset: str = "camvid-ood"
     root: str = "data/camvid"
     train_split: str = "train"
-    eval_split: str = "test"
     base_size: int = 1024  # shorter side before the random scale
     crop_size: int = 768
     scale: tuple[float, float] = (0.5, 2.0)

@@ -35,7 +35,6 @@ CAMVID_CLASSES = (
     "pedestrian",
     "bicyclist",
 )
-CAMVID_VOID = 11
 CAMVID_OOD_HELD_OUT = ("pedestrian", "bicyclist")
 
 
