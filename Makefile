@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # our machines serve from local disk (it also runs on CPU-only machines).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-slow lint toy camvid-ood bench clean
+.PHONY: setup test test-slow lint toy camvid-ood bench bench-node clean
 
 setup: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH_PINS)
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,ros]'
 	touch $(STAMP)
 
 test: $(STAMP)
@@ -49,6 +49,10 @@ bench: $(STAMP)
 		--threshold-from docs/camvid_ood_nflowjs_results.json
 	$(BIN)/nflowjs bench --bundle out/bundles/camvid-ood-360x480 --backend onnxruntime torch
 	$(BIN)/nflowjs bench --preset ldn121 --size 1024x2048 --backend onnxruntime torch --iterations 10
+
+# perception_node's own cost per 2 MP frame (README table), model outputs precomputed.
+bench-node: $(STAMP)
+	$(BIN)/python -m nflowjs_perception.node_bench --frames 100
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

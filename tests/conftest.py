@@ -53,3 +53,21 @@ def write_fake_camvid(root: Path, frames: int = 3, size=(36, 48)) -> Path:
             Image.fromarray(image).save(root / split / "images" / f"{stem}.jpg", quality=92)
             Image.fromarray(label).save(root / split / "labels" / f"{stem}.png")
     return root
+
+
+@pytest.fixture(scope="session")
+def ros_install(tmp_path_factory) -> Path:
+    """The ROS 2 workspace built with colcon, as a user builds it."""
+    from ros_support import REPO, colcon_build
+
+    return colcon_build(REPO / "ros2_ws", tmp_path_factory.mktemp("colcon"))
+
+
+@pytest.fixture(scope="session")
+def camvid_bundle(tmp_path_factory) -> Path:
+    """The shipped CamVid-OOD model exported at 180x240 (fast on a CPU; frames are resized)."""
+    from nflowjs_export.onnx_export import export_onnx
+    from ros_support import CAMVID_CHECKPOINT
+
+    out = tmp_path_factory.mktemp("bundles") / "camvid-ood-180x240"
+    return export_onnx(CAMVID_CHECKPOINT, out, height=180, width=240, threshold=0.7)

@@ -13,11 +13,11 @@ from PIL import Image
 from nflowjs.checkpoint import config_dict, save_checkpoint
 from nflowjs.cli import main
 from nflowjs.networks import LadderDenseNet, LDNConfig
-from nflowjs_export.backends import open_backend
 from nflowjs_export.bench import bench, format_table
-from nflowjs_export.bundle import BundleError, load_bundle
 from nflowjs_export.onnx_export import export_onnx, onnx_parity
 from nflowjs_export.tensorrt_build import CalibrationImages, engine_file_name
+from nflowjs_perception.backends import open_backend
+from nflowjs_perception.bundle import BundleError, load_bundle
 
 SHARED_CAMVID = Path(__file__).resolve().parents[2] / "shared" / "data" / "camvid"
 CLASSES = ["sky", "building", "road", "car"]

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from nflowjs_export.backends import open_backend
 from nflowjs_export.onnx_export import reference_model
+from nflowjs_perception.backends import open_backend
 
 
 def bench(

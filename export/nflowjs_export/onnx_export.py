@@ -17,10 +17,11 @@ import torch
 import nflowjs_export
 from nflowjs.checkpoint import build_segmenter, load_checkpoint, save_inference_copy
 from nflowjs.head import OutlierAwareSegmenter
-from nflowjs_export.backends import TORCH_CHECKPOINT, open_backend
-from nflowjs_export.bundle import Bundle, BundleClass, sha256_file, write_bundle
+from nflowjs_export.bundle import write_bundle
 from nflowjs_export.frame_model import CameraFrameModel, ResizingSegmenter
 from nflowjs_export.palettes import DRIVABLE_NAMES, class_colors
+from nflowjs_perception.backends import TORCH_CHECKPOINT, open_backend
+from nflowjs_perception.bundle import Bundle, BundleClass, sha256_file
 
 OUTPUTS = ("labels", "score", "ood_mask")
 

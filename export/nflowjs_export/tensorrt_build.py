@@ -1,13 +1,13 @@
 """``nflowjs export tensorrt``: a bundle's ONNX graph -> TensorRT engine added to the bundle.
 
-Standard TensorRT 10 Python API, kept small on purpose: no machine of ours has the builder, so
-the build itself is only exercised by the ``gpu``-marked test; everything around it (naming,
-calibration batches, arguments, the bundle update) is tested on CPU.
+The builder itself is the runtime's (``nflowjs_perception.tensorrt_engine``, also used by the
+Docker image to build on first start); this adds INT8 calibration from a folder of images and
+records the engine in the bundle. Only the ``gpu``-marked test runs a build; everything around it
+is tested on CPU.
 """
 
 from __future__ import annotations
 
-import re
 import tempfile
 from pathlib import Path
 
@@ -15,24 +15,23 @@ import numpy as np
 from PIL import Image
 
 from nflowjs.errors import MissingDependency
-from nflowjs_export.bundle import add_bundle_file, load_bundle
-
-
-class TensorRTUnavailable(MissingDependency):
-    """TensorRT (or torch-tensorrt) is not importable here."""
-
-
-INSTALL_HINT = (
-    "TensorRT is not installed: install NVIDIA's `tensorrt` Python package (pip install "
-    "tensorrt, CUDA GPU required) or use the Docker runtime image, then run this again."
+from nflowjs_export.bundle import add_bundle_file
+from nflowjs_perception.backends import TORCH_CHECKPOINT
+from nflowjs_perception.bundle import load_bundle
+from nflowjs_perception.tensorrt_engine import (
+    INSTALL_HINT,
+    PRECISIONS,
+    build_serialized_engine,
+    engine_file_name,
+    import_tensorrt,
 )
+from nflowjs_perception.tensorrt_engine import TensorRTUnavailable as RuntimeUnavailable
+
+__all__ = ["CalibrationImages", "build_engine", "build_with_torch_tensorrt", "engine_file_name"]
 
 
-def engine_file_name(precision: str, gpu_name: str, tensorrt_version: str) -> str:
-    """``model.fp16.<gpu>.trt10.3.engine``: engines run only where they were built."""
-    gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
-    version = ".".join(tensorrt_version.split(".")[:2])
-    return f"model.{precision}.{gpu}.trt{version}.engine"
+class TensorRTUnavailable(MissingDependency, RuntimeUnavailable):
+    """TensorRT (or torch-tensorrt) is not importable here."""
 
 
 class CalibrationImages:
@@ -103,54 +102,34 @@ def build_engine(
     timing_cache: str | Path | None = None,
 ) -> Path:
     """Build an engine for this GPU from the bundle's ONNX graph and add it to the bundle."""
-    if precision not in ("fp32", "fp16", "int8"):
+    if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
     if precision == "int8" and calibration_dir is None:
         raise ValueError("INT8 needs --calibration-images: a folder of typical camera frames")
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)  # a bad bundle is reported before TensorRT is needed
     try:
-        import tensorrt as trt
-    except ImportError as error:
-        raise TensorRTUnavailable(INSTALL_HINT) from error
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(0)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse((bundle_dir / bundle.model_file).read_bytes()):
-        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT could not parse {bundle.model_file}: {errors}")
-
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
-    if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
+        trt = import_tensorrt()
+    except RuntimeUnavailable as error:
+        raise TensorRTUnavailable(f"{INSTALL_HINT}, then run this again") from error
+    calibrator = None
     if precision == "int8":
-        config.set_flag(trt.BuilderFlag.INT8)
         batches = CalibrationImages(calibration_dir, bundle.height, bundle.width)
-        config.int8_calibrator = _entropy_calibrator(trt, batches, bundle_dir / "int8.calib")
-    if bundle.dynamic_size:
-        profile = builder.create_optimization_profile()
-        size = (1, bundle.height, bundle.width, 3)
-        profile.set_shape("rgb", (1, 256, 256, 3), size, (1, 2048, 4096, 3))
-        config.add_optimization_profile(profile)
-    cache_path = Path(timing_cache) if timing_cache else None
-    cache = config.create_timing_cache(
-        cache_path.read_bytes() if cache_path and cache_path.exists() else b""
+        calibrator = _entropy_calibrator(trt, batches, bundle_dir / "int8.calib")
+    serialized = build_serialized_engine(
+        bundle_dir / bundle.model_file,
+        precision,
+        (bundle.height, bundle.width) if bundle.dynamic_size else None,
+        workspace_gib,
+        calibrator,
+        Path(timing_cache) if timing_cache else None,
     )
-    config.set_timing_cache(cache, ignore_mismatch=False)
-
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError("TensorRT failed to build the engine; see the log above")
-    if cache_path:
-        cache_path.write_bytes(bytes(config.get_timing_cache().serialize()))
     import torch
 
     name = engine_file_name(precision, torch.cuda.get_device_name(0), trt.__version__)
     with tempfile.TemporaryDirectory() as tmp:
         engine = Path(tmp) / name
-        engine.write_bytes(bytes(serialized))
+        engine.write_bytes(serialized)
         add_bundle_file(bundle_dir, engine, name)
     return bundle_dir / name
 
@@ -161,9 +140,9 @@ def build_with_torch_tensorrt(bundle_dir: str | Path, precision: str = "fp16") -
         import torch
         import torch_tensorrt
     except ImportError as error:
-        raise TensorRTUnavailable(INSTALL_HINT.replace("`tensorrt`", "`torch-tensorrt`")) from error
+        hint = INSTALL_HINT.replace("`tensorrt`", "`torch-tensorrt`")
+        raise TensorRTUnavailable(f"{hint}, then run this again") from error
     from nflowjs.checkpoint import load_checkpoint
-    from nflowjs_export.backends import TORCH_CHECKPOINT
     from nflowjs_export.onnx_export import frame_model
 
     bundle_dir = Path(bundle_dir)

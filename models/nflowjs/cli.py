@@ -13,6 +13,7 @@ import yaml
 
 from nflowjs.config import config_from_dict, load_config
 from nflowjs.errors import MissingDependency
+from nflowjs_perception.tensorrt_engine import TensorRTUnavailable
 
 
 def _apply_overrides(config, overrides: list[str]):
@@ -208,7 +209,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     try:
         args.run(args)
-    except (FileNotFoundError, ValueError, MissingDependency) as error:
+    except (FileNotFoundError, ValueError, MissingDependency, TensorRTUnavailable) as error:
         print(f"nflowjs: error: {error}", file=sys.stderr)
         raise SystemExit(2) from error
 

@@ -1,0 +1,226 @@
+"""Runtime backends behind one interface: ``infer(rgb uint8 HxWx3) -> (labels, score, mask)``.
+
+``rgb`` is at the bundle's size (any size for a dynamic-size bundle); outputs are HxW (labels
+uint8, score float32/float16, mask uint8). ONNX Runtime is the CPU default; TensorRT runs an
+engine built for this GPU (torch CUDA tensors serve as its I/O buffers); torch runs the bundle's
+inference checkpoint (``model.pt``) and needs the training package ``nflowjs``. torch and
+TensorRT are imported only when chosen: an ONNX Runtime node never loads them.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from nflowjs_perception.bundle import Bundle, BundleError, load_bundle
+from nflowjs_perception.tensorrt_engine import (
+    TensorRTUnavailable,
+    build_serialized_engine,
+    engine_file_name,
+    import_tensorrt,
+)
+
+TORCH_CHECKPOINT = "model.pt"
+BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch")
+
+
+class Backend(Protocol):
+    name: str
+    bundle: Bundle
+
+    def infer(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+def _check_frame(bundle: Bundle, rgb: np.ndarray) -> None:
+    expected = (bundle.height, bundle.width, 3)
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 uint8 RGB frame, got {rgb.dtype} {rgb.shape}")
+    if not bundle.dynamic_size and rgb.shape != expected:
+        raise ValueError(f"frame {rgb.shape} != bundle input {expected}; resize it first")
+
+
+class OnnxRuntimeBackend:
+    name = "onnxruntime"
+
+    def __init__(self, folder: Path, bundle: Bundle, device: str = "cpu"):
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if device == "cuda":
+            providers.insert(0, "CUDAExecutionProvider")
+        self.bundle, self.device = bundle, device
+        self.session = ort.InferenceSession(str(folder / bundle.model_file), providers=providers)
+
+    def infer(self, rgb: np.ndarray):
+        _check_frame(self.bundle, rgb)
+        labels, score, mask = self.session.run(None, {"rgb": rgb[None]})
+        return labels[0], score[0], mask[0]
+
+
+class TorchBackend:
+    """The same graph in PyTorch; on CUDA in float16 and channels_last (the measured GPU path)."""
+
+    name = "torch"
+
+    def __init__(self, folder: Path, bundle: Bundle, device: str = "cpu"):
+        try:
+            import torch
+
+            from nflowjs.checkpoint import load_checkpoint
+            from nflowjs_export.onnx_export import frame_model
+        except ImportError as error:
+            raise BundleError(
+                f"the torch backend needs torch and this repository's Python package ({error}); "
+                "`pip install .` in the repository, or choose backend onnxruntime"
+            ) from error
+
+        path = folder / TORCH_CHECKPOINT
+        if not path.is_file():
+            raise BundleError(
+                f"{folder} has no {TORCH_CHECKPOINT}: re-export it for the torch backend"
+            )
+        payload = load_checkpoint(path)
+        self.bundle, self.device = bundle, device
+        fixed = (bundle.height, bundle.width) if bundle.dynamic_size else None
+        model = frame_model(
+            payload, bundle.temperature, bundle.ood_threshold, bundle.score_dtype, fixed
+        )
+        self.model = model.to(device).eval()
+        if device == "cuda":
+            self.model.head.segmenter.half().to(memory_format=torch.channels_last)
+        self.torch = torch
+
+    def infer(self, rgb: np.ndarray):
+        _check_frame(self.bundle, rgb)
+        torch = self.torch
+        with (
+            torch.inference_mode(),
+            torch.autocast("cuda", torch.float16, enabled=self.device == "cuda"),
+        ):
+            frame = torch.from_numpy(rgb)[None].to(self.device, non_blocking=True)
+            labels, score, mask = self.model(frame)
+        return labels[0].cpu().numpy(), score[0].cpu().numpy(), mask[0].cpu().numpy()
+
+
+def find_or_build_engine(
+    folder: Path,
+    bundle: Bundle,
+    gpu_name: str,
+    tensorrt_version: str,
+    precision: str | None = None,
+    engine_cache_dir: Path | None = None,
+    build_if_missing: bool = False,
+) -> Path:
+    """The engine for this GPU: from the bundle, else the cache, else (if allowed) built now.
+
+    Precision preference without ``precision``: int8, fp16, fp32 (fastest first). A build goes
+    to ``engine_cache_dir`` (a mounted bundle may be read-only) in fp16 unless told otherwise.
+    """
+    preference = [precision] if precision else ["int8", "fp16", "fp32"]
+    for p in preference:
+        name = engine_file_name(p, gpu_name, tensorrt_version)
+        if name in bundle.files:
+            return folder / name
+        if engine_cache_dir and (engine_cache_dir / name).is_file():
+            return engine_cache_dir / name
+    if not (build_if_missing and engine_cache_dir):
+        raise BundleError(
+            f"{folder} has no TensorRT engine for {gpu_name} and TensorRT {tensorrt_version}; "
+            "run `nflowjs export tensorrt --bundle ...` on this machine, or set "
+            "engine_cache_dir and build_engine_if_missing"
+        )
+    built = precision or "fp16"
+    target = engine_cache_dir / engine_file_name(built, gpu_name, tensorrt_version)
+    size = (bundle.height, bundle.width) if bundle.dynamic_size else None
+    engine = build_serialized_engine(folder / bundle.model_file, built, size)
+    engine_cache_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=engine_cache_dir, delete=False) as tmp:
+        tmp.write(engine)  # renamed into place: a crash never leaves half an engine
+    os.replace(tmp.name, target)
+    return target
+
+
+class TensorRTBackend:
+    name = "tensorrt"
+
+    def __init__(
+        self,
+        folder: Path,
+        bundle: Bundle,
+        device: str = "cuda",
+        precision: str | None = None,
+        engine_cache_dir: Path | None = None,
+        build_if_missing: bool = False,
+    ):
+        trt = import_tensorrt()
+        import torch
+
+        if not torch.cuda.is_available():
+            raise TensorRTUnavailable("TensorRT needs a CUDA GPU and none is visible")
+        engine_path = find_or_build_engine(
+            folder,
+            bundle,
+            torch.cuda.get_device_name(0),
+            trt.__version__,
+            precision,
+            engine_cache_dir,
+            build_if_missing,
+        )
+        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
+        if self.engine is None:
+            raise BundleError(f"{engine_path} could not be loaded; delete it and build it again")
+        self.context = self.engine.create_execution_context()
+        self.bundle, self.device, self.torch = bundle, device, torch
+        self.stream = torch.cuda.Stream()
+
+    def infer(self, rgb: np.ndarray):
+        _check_frame(self.bundle, rgb)
+        torch = self.torch
+        with torch.cuda.stream(self.stream):  # copies and the engine share one stream
+            return self._run(torch.from_numpy(rgb)[None].cuda(non_blocking=True), rgb.shape[:2])
+
+    def _run(self, frame, size):
+        torch = self.torch
+        self.context.set_input_shape("rgb", tuple(frame.shape))
+        self.context.set_tensor_address("rgb", frame.data_ptr())
+        h, w = size
+        score_dtype = getattr(torch, self.bundle.score_dtype)
+        outputs = {
+            "labels": torch.empty(1, h, w, dtype=torch.uint8, device="cuda"),
+            "score": torch.empty(1, h, w, dtype=score_dtype, device="cuda"),
+            "ood_mask": torch.empty(1, h, w, dtype=torch.uint8, device="cuda"),
+        }
+        for name, tensor in outputs.items():
+            self.context.set_tensor_address(name, tensor.data_ptr())
+        self.context.execute_async_v3(self.stream.cuda_stream)
+        self.stream.synchronize()
+        return tuple(outputs[n][0].cpu().numpy() for n in ("labels", "score", "ood_mask"))
+
+
+BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend, "tensorrt": TensorRTBackend}
+
+
+def open_backend(
+    folder: str | Path, kind: str = "auto", device: str | None = None, **tensorrt_options
+) -> Backend:
+    """A backend for the bundle in ``folder``; ``auto`` prefers TensorRT, then ONNX Runtime.
+
+    ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing) go to TensorRT only.
+    """
+    if kind not in BACKEND_NAMES:
+        raise ValueError(f"backend {kind!r}: choose one of {', '.join(BACKEND_NAMES)}")
+    folder = Path(folder)
+    bundle = load_bundle(folder)
+    if kind == "auto":
+        try:
+            return TensorRTBackend(folder, bundle, **tensorrt_options)
+        except (TensorRTUnavailable, BundleError, RuntimeError):
+            return OnnxRuntimeBackend(folder, bundle, device or "cpu")
+    if kind == "tensorrt":
+        return TensorRTBackend(folder, bundle, device or "cuda", **tensorrt_options)
+    return BACKENDS[kind](folder, bundle, device or "cpu")

@@ -1,0 +1,318 @@
+"""``perception_node``: camera images in; segmentation, OOD heatmap, obstacle mask, overlay out.
+
+Threads: the executor thread only receives (a one-slot mailbox keeps the newest frame, so frames
+never queue behind a slow model; a frame replaced before it was processed counts as a drop), one
+worker thread decodes, runs the backend, post-processes and publishes. Outputs carry the input's
+header unchanged; an output nobody subscribes to costs nothing but a subscriber-count check.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.executors import ExternalShutdownException
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.time import Time
+from sensor_msgs.msg import CompressedImage, Image
+
+from nflowjs_perception.backends import open_backend
+from nflowjs_perception.image_messages import (
+    FrameError,
+    OutputImage,
+    compressed_to_rgb,
+    image_to_rgb,
+)
+from nflowjs_perception.node_stats import NodeStats
+from nflowjs_perception.parameters import BUNDLE_THRESHOLD, StartupError, check, declare
+from nflowjs_perception.postprocess import Postprocessor, to_input_size, to_model_size
+
+OUTPUTS = {  # topic (under ~/) -> encoding
+    "segmentation": "mono8",
+    "ood_heatmap": "32FC1",
+    "obstacle_mask": "mono8",
+    "overlay": "rgb8",
+}
+LOG_EVERY_S = 5.0  # bad-input warnings of one kind at most this often
+
+
+class LatestFrame:
+    """One-slot mailbox between the subscription and the worker: the newest frame wins."""
+
+    def __init__(self):
+        self._ready = threading.Condition()
+        self._item = None
+        self._closed = False
+
+    def put(self, item) -> bool:
+        """Store ``item``; True if it replaced a frame the worker had not taken (a drop)."""
+        with self._ready:
+            replaced = self._item is not None
+            self._item = item
+            self._ready.notify()
+        return replaced
+
+    def take(self):
+        """The newest frame, waiting for one; None once closed."""
+        with self._ready:
+            while self._item is None and not self._closed:
+                self._ready.wait()
+            item, self._item = self._item, None
+            return item
+
+    def close(self) -> None:
+        with self._ready:
+            self._closed = True
+            self._ready.notify_all()
+
+
+class PerceptionNode(Node):
+    def __init__(self, **node_options):
+        super().__init__("perception_node", **node_options)
+        self.settings = declare(self)
+        self._open_backend()
+        self.post = Postprocessor(self.bundle)
+        self.stats = NodeStats()
+        self._last_warning: dict[str, float] = {}
+        self._suppressed: dict[str, int] = {}
+
+        output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.outputs = {
+            name: self.create_publisher(Image, f"~/{name}", output_qos) for name in OUTPUTS
+        }
+        self.messages = {name: OutputImage(Image, encoding) for name, encoding in OUTPUTS.items()}
+        self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._subscribe_input()
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self.create_timer(self.settings["diagnostics_period"], self._publish_diagnostics)
+
+        self._mailbox = LatestFrame()
+        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"bundle {self.bundle.name!r} ({self.bundle.height}x{self.bundle.width}) on "
+            f"{self.backend.name}; OOD threshold {self.threshold:.4f}; input {self.input_topic}"
+        )
+
+    # -- start-up ---------------------------------------------------------------------------
+
+    def _open_backend(self) -> None:
+        s = self.settings
+        try:
+            self.backend = open_backend(
+                s["model"],
+                s["backend"],
+                s["device"] or None,
+                **self._tensorrt_options(),
+            )
+        except (ValueError, RuntimeError, OSError) as error:  # BundleError is a ValueError
+            raise StartupError(f"cannot load model bundle {s['model']!r}: {error}") from error
+        self.bundle = self.backend.bundle
+        t = s["temperature"]
+        if t and t != self.bundle.temperature and not self.bundle.temperature_overridable:
+            raise StartupError(
+                f"temperature = {t}, but bundle {self.bundle.name!r} has T = "
+                f"{self.bundle.temperature} built into its graph; set temperature to 0 (the "
+                "bundle's) or re-export the bundle with `--temperature`"
+            )
+        threshold = s["ood_threshold"]
+        self.threshold = self.bundle.ood_threshold if threshold == BUNDLE_THRESHOLD else threshold
+
+    def _tensorrt_options(self) -> dict:
+        s = self.settings
+        if s["backend"] not in ("auto", "tensorrt"):
+            return {}
+        from pathlib import Path
+
+        cache = Path(s["engine_cache_dir"]) if s["engine_cache_dir"] else None
+        return {"engine_cache_dir": cache, "build_if_missing": s["build_engine_if_missing"]}
+
+    def _subscribe_input(self) -> None:
+        s = self.settings
+        reliability = (
+            ReliabilityPolicy.RELIABLE if s["reliable_input"] else ReliabilityPolicy.BEST_EFFORT
+        )
+        # Sensor-data QoS (REP 2003) with depth 1: a slow model never works through a backlog.
+        qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
+        base = self.resolve_topic_name("image")  # remappings of `image` apply to both transports
+        if s["image_transport"] == "compressed":
+            self.input_topic = f"{base}/compressed"
+            self.create_subscription(
+                CompressedImage, self.input_topic, self._receiver(compressed_to_rgb), qos
+            )
+        else:
+            self.input_topic = base
+            self.create_subscription(Image, base, self._receiver(image_to_rgb), qos)
+
+    # -- receive (executor thread) ------------------------------------------------------------
+
+    def _receiver(self, decode):
+        def receive(msg) -> None:
+            received = time.perf_counter()
+            stamp = Time.from_msg(msg.header.stamp)
+            transport_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
+            self.stats.count("received")
+            if self._mailbox.put((msg, decode, received, transport_ms)):
+                self.stats.count("dropped")
+
+        return receive
+
+    # -- process (worker thread) --------------------------------------------------------------
+
+    def _work(self) -> None:
+        while (item := self._mailbox.take()) is not None:
+            try:
+                self._process(*item)
+            except FrameError as error:
+                self.stats.count("bad")
+                self._warn(error.kind, f"dropped a frame on {self.input_topic}: {error}")
+            except Exception as error:  # the node outlives any single frame
+                self.stats.count("failed")
+                self._warn("failure", f"frame failed in {self.backend.name}: {error!r}")
+
+    def _process(self, msg, decode, received: float, transport_ms: float) -> None:
+        started = time.perf_counter()
+        rgb = decode(msg)
+        height, width = rgb.shape[:2]
+        if self.bundle.dynamic_size:
+            model_input = np.ascontiguousarray(rgb)
+        else:
+            model_input = to_model_size(rgb, self.bundle.height, self.bundle.width)
+        inferred = time.perf_counter()
+        labels, score, mask = self.backend.infer(model_input)
+        done = time.perf_counter()
+
+        threshold = self.threshold
+        resized = labels.shape != (height, width)
+        if resized:
+            labels, score = to_input_size(labels, score, height, width)
+        if resized or threshold != self.bundle.ood_threshold:
+            # the mask of what is published: exactly the heatmap's pixels above the threshold
+            mask = np.greater(score, threshold).view(np.uint8)
+        messages = self._outputs(msg.header, rgb, labels, score, mask)
+        converted = time.perf_counter()
+        for name, message in messages.items():
+            self.outputs[name].publish(message)
+        published = time.perf_counter()
+        self.stats.record(
+            {
+                "preprocess": 1000 * (inferred - started),
+                "inference": 1000 * (done - inferred),
+                "postprocess": 1000 * (converted - done),
+                "publish": 1000 * (published - converted),
+                "end_to_end": 1000 * (published - received),
+                "transport": transport_ms,
+            }
+        )
+
+    def _outputs(self, header, rgb, labels, score, mask) -> dict[str, Image]:
+        wanted = {n for n, p in self.outputs.items() if p.get_subscription_count() > 0}
+        images = {}
+        if wanted & {"segmentation", "overlay"}:
+            images["segmentation"] = self.post.segmentation(labels, mask)
+            if "overlay" in wanted:
+                images["overlay"] = self.post.overlay(
+                    rgb, images["segmentation"], self.overlay_opacity
+                )
+        if "ood_heatmap" in wanted:
+            images["ood_heatmap"] = score.astype(np.float32, copy=False)
+        if "obstacle_mask" in wanted:
+            images["obstacle_mask"] = self.post.obstacle_mask(labels, mask, self.min_obstacle_area)
+        return {name: self.messages[name].fill(header, images[name]) for name in wanted}
+
+    def _warn(self, kind: str, text: str) -> None:
+        """Log ``text`` unless a message of the same kind went out in the last LOG_EVERY_S."""
+        now = time.monotonic()
+        if now - self._last_warning.get(kind, -LOG_EVERY_S) < LOG_EVERY_S:
+            self._suppressed[kind] = self._suppressed.get(kind, 0) + 1
+            return
+        suppressed = self._suppressed.pop(kind, 0)
+        if suppressed:
+            text += f" ({suppressed} more like it since the last message)"
+        self._last_warning[kind] = now
+        self.get_logger().warning(text)
+
+    # -- parameters and diagnostics (executor thread) -----------------------------------------
+
+    @property
+    def overlay_opacity(self) -> float:
+        return self.settings["overlay_opacity"]
+
+    @property
+    def min_obstacle_area(self) -> int:
+        return self.settings["min_obstacle_area"]
+
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        ours = [p for p in params if p.name in self.settings]  # use_sim_time is rclpy's
+        for p in ours:  # all or nothing: one bad value rejects the whole request
+            reason = check(p.name, p.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        for p in ours:
+            self.settings[p.name] = p.value
+            if p.name == "ood_threshold":
+                use_bundle = p.value == BUNDLE_THRESHOLD
+                self.threshold = self.bundle.ood_threshold if use_bundle else p.value
+        return SetParametersResult(successful=True)
+
+    def _publish_diagnostics(self) -> None:
+        summary = self.stats.summary()
+        level, message = (
+            DiagnosticStatus.OK,
+            (f"{summary['input_fps']:.1f} fps in, {summary['processed_fps']:.1f} fps processed"),
+        )
+        if summary["input_fps"] == 0:
+            level, message = DiagnosticStatus.WARN, f"no images on {self.input_topic}"
+        elif summary["processed_fps"] == 0:
+            level, message = DiagnosticStatus.ERROR, "images arrive but none is processed"
+        values = {
+            "backend": self.backend.name,
+            "bundle": self.bundle.name,
+            "model_size": f"{self.bundle.height}x{self.bundle.width}",
+            "input_topic": self.input_topic,
+            "ood_threshold": f"{self.threshold:.4f}",
+            **{k: f"{v:.2f}" for k, v in summary.items()},
+        }
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_name()}: inference",
+            message=message,
+            hardware_id=self.bundle.name,
+            values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
+        )
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self.diagnostics.publish(array)
+
+    def close(self) -> None:
+        self._mailbox.close()
+        self._worker.join(timeout=5.0)
+
+
+def main(args=None) -> int:
+    rclpy.init(args=args)
+    try:
+        node = PerceptionNode()
+    except StartupError as error:
+        rclpy.logging.get_logger("perception_node").fatal(str(error))
+        rclpy.try_shutdown()
+        return 1
+    try:
+        rclpy.spin(node)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        node.close()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""TensorRT engines: their file names, and building one from a bundle's ONNX graph.
+
+Standard TensorRT 10 Python API, kept small on purpose: no machine of ours has the builder (its
+wheel downloads from a host we cannot reach), so this runs only where TensorRT is installed: the
+Docker runtime image builds the engine on first start, ``nflowjs export tensorrt`` adds one to a
+bundle. Everything around it (names, arguments, the caching) is tested on CPU.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+INSTALL_HINT = (
+    "TensorRT is not installed: install NVIDIA's `tensorrt` Python package (pip install "
+    "tensorrt, CUDA GPU required) or use the Docker runtime image"
+)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT (or a CUDA GPU) is not available here."""
+
+
+def engine_file_name(precision: str, gpu_name: str, tensorrt_version: str) -> str:
+    """``model.fp16.<gpu>.trt10.3.engine``: an engine runs only where it was built."""
+    gpu = re.sub(r"[^a-z0-9]+", "-", gpu_name.lower()).strip("-")
+    version = ".".join(tensorrt_version.split(".")[:2])
+    return f"model.{precision}.{gpu}.trt{version}.engine"
+
+
+def import_tensorrt():
+    try:
+        import tensorrt
+    except ImportError as error:
+        raise TensorRTUnavailable(INSTALL_HINT) from error
+    return tensorrt
+
+
+def build_serialized_engine(
+    onnx_file: Path,
+    precision: str = "fp16",
+    input_size: tuple[int, int] | None = None,
+    workspace_gib: float = 4.0,
+    calibrator=None,
+    timing_cache: Path | None = None,
+) -> bytes:
+    """Parse ``onnx_file`` and build an engine; ``input_size`` (H, W) adds a dynamic profile."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
+    if precision == "int8" and calibrator is None:
+        raise ValueError("INT8 needs a calibrator (a folder of typical camera frames)")
+    trt = import_tensorrt()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse(Path(onnx_file).read_bytes()):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_file}: {errors}")
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * 2**30))
+    if precision in ("fp16", "int8"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+        config.int8_calibrator = calibrator
+    if input_size is not None:
+        profile = builder.create_optimization_profile()
+        profile.set_shape("rgb", (1, 256, 256, 3), (1, *input_size, 3), (1, 2048, 4096, 3))
+        config.add_optimization_profile(profile)
+    cache = config.create_timing_cache(
+        timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
+    )
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT failed to build the engine; see the log above")
+    if timing_cache:
+        timing_cache.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return bytes(serialized)

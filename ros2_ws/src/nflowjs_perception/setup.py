@@ -1,0 +1,46 @@
+"""ament_python build of the nflowjs_perception package (colcon build, or pip for the runtime)."""
+
+import os
+from glob import glob
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+PACKAGE = "nflowjs_perception"
+HERE = Path(__file__).resolve().parent
+# The launch file lives at the repository's top level (launch/), where users look for it;
+# it is installed into this package's share directory like the package's own files.
+LAUNCH_DIR = HERE.parents[2] / "launch"
+
+
+def share(folder: Path, pattern: str) -> list[str]:
+    """Files to install, relative to this folder (setuptools refuses absolute data_files)."""
+    files = sorted(glob(str(folder / pattern)))
+    if not files:
+        raise FileNotFoundError(f"{PACKAGE}: no {pattern} under {folder}: incomplete checkout?")
+    return [os.path.relpath(f, HERE) for f in files]
+
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    packages=find_packages(exclude=["test"]),
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", share(LAUNCH_DIR, "*.launch.py")),
+        (f"share/{PACKAGE}/config", share(HERE / "config", "*.yaml")),
+        (f"share/{PACKAGE}/rviz", share(HERE / "rviz", "*.rviz")),
+    ],
+    install_requires=["setuptools"],
+    zip_safe=True,
+    maintainer="nflowjs-perception maintainers",
+    maintainer_email="maintainers@users.noreply.r-seed-c6993f65.example",
+    description="NFlowJS road-scene segmentation and OOD detection node",
+    entry_points={
+        "console_scripts": [
+            f"perception_node = {PACKAGE}.perception_node:main",
+            f"healthcheck = {PACKAGE}.healthcheck:main",
+        ],
+    },
+)

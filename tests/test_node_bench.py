@@ -1,0 +1,15 @@
+"""The node overhead benchmark runs end to end (tiny frames; the README's table is 2 MP)."""
+
+from nflowjs_perception import node_bench
+from ros_support import use_private_domain
+
+
+def test_node_bench_measures_every_stage_and_the_copy_baseline():
+    use_private_domain()
+    row = node_bench.run(8, 64, 128, 20.0, "bgr8", ("obstacle_mask", "overlay"))
+    assert row["processed"] >= 4
+    for stage in ("preprocess", "postprocess", "publish", "end_to_end", "copy"):
+        assert 0 < row[f"{stage}_p50"] <= row[f"{stage}_p99"], stage
+    assert row["end_to_end_p50"] >= row["postprocess_p50"] + row["publish_p50"]
+    table = node_bench.format_table([row], 64, 128, "bgr8")
+    assert "| obstacle_mask, overlay |" in table and "node / copy" in table

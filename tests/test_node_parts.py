@@ -1,0 +1,215 @@
+"""The node's parts: message conversions, post-processing, parameters, lazy outputs in-process."""
+
+from __future__ import annotations
+
+import time
+from types import SimpleNamespace
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.parameter import Parameter
+from sensor_msgs.msg import CompressedImage, Image
+from std_msgs.msg import Header
+
+from nflowjs_perception.image_messages import (
+    FrameError,
+    OutputImage,
+    compressed_to_rgb,
+    fill_image,
+    image_to_rgb,
+)
+from nflowjs_perception.parameters import SPECS, check
+from nflowjs_perception.postprocess import Postprocessor
+from ros_support import camvid_frames, image_message, use_private_domain
+
+RNG = np.random.default_rng(0)
+RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "pixels"),
+    [
+        ("rgb8", RGB),
+        ("bgr8", RGB[..., ::-1]),
+        ("rgba8", np.dstack([RGB, np.zeros((5, 7), np.uint8)])),
+        ("bgra8", np.dstack([RGB[..., ::-1], np.zeros((5, 7), np.uint8)])),
+    ],
+)
+def test_colour_encodings_decode_to_rgb(encoding, pixels):
+    msg = image_message(np.ascontiguousarray(pixels), encoding, 0, "cam")
+    assert np.array_equal(image_to_rgb(msg), RGB)
+
+
+def test_mono8_and_padded_rows():
+    gray = RGB[..., 0].copy()
+    padded = np.zeros((5, 12), np.uint8)  # step 12 > width 7: rows padded, as drivers may do
+    padded[:, :7] = gray
+    msg = image_message(padded, "mono8", 0, "cam")
+    msg.width = 7
+    rgb = image_to_rgb(msg)
+    assert rgb.shape == (5, 7, 3) and np.array_equal(rgb[..., 1], gray)
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"encoding": "16UC1"}, "encoding"),
+        ({"height": 0}, "empty"),
+        ({"step": 20}, "step"),
+        ({"data": bytes(50)}, "truncated"),
+    ],
+)
+def test_bad_images_raise_frame_errors(change, kind):
+    msg = image_message(RGB, "rgb8", 0, "cam")
+    for name, value in change.items():
+        setattr(msg, name, value)
+    with pytest.raises(FrameError) as error:
+        image_to_rgb(msg)
+    assert error.value.kind == kind
+
+
+def test_compressed_images_decode_and_garbage_is_refused():
+    frame = camvid_frames(1)[0]
+    png = cv2.imencode(".png", cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
+    assert np.array_equal(compressed_to_rgb(CompressedImage(format="png", data=png)), frame)
+    with pytest.raises(FrameError, match="could not decode"):
+        compressed_to_rgb(CompressedImage(format="jpeg", data=b"garbage"))
+    with pytest.raises(FrameError, match="empty CompressedImage"):
+        compressed_to_rgb(CompressedImage(format="jpeg"))
+
+
+def test_outgoing_images_carry_pixels_header_and_layout():
+    header = Header(frame_id="cam")
+    heat = RNG.random((4, 6), dtype=np.float32)
+    msg = fill_image(Image(), header, heat, "32FC1")
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (4, 6, 24, "32FC1")
+    assert msg.header.frame_id == "cam" and msg.is_bigendian == 0
+    assert np.array_equal(np.frombuffer(msg.data, np.float32).reshape(4, 6), heat)
+
+
+def test_an_output_message_is_refilled_in_place_and_resized_when_needed():
+    output = OutputImage(Image, "mono8")
+    first = output.fill(Header(frame_id="a"), np.full((4, 6), 7, np.uint8))
+    buffer = first.data
+    second = output.fill(Header(frame_id="b"), np.full((4, 6), 9, np.uint8))
+    assert second.data is buffer and set(second.data) == {9} and second.header.frame_id == "b"
+    third = output.fill(Header(frame_id="c"), np.full((2, 3), 5, np.uint8))
+    assert (third.height, third.width, len(third.data)) == (2, 3, 6) and set(third.data) == {5}
+
+
+def small_bundle(drivable=(0,)):
+    classes = [SimpleNamespace(id=i, color=(10 * i, 20 * i, 30 * i)) for i in range(3)]
+    return SimpleNamespace(unknown_id=3, classes=classes, drivable_class_ids=list(drivable))
+
+
+def test_segmentation_marks_ood_pixels_unknown_and_overlay_blends_colours():
+    post = Postprocessor(small_bundle())
+    labels = np.array([[0, 1], [2, 1]], np.uint8)
+    mask = np.array([[0, 1], [0, 0]], np.uint8)
+    seg = post.segmentation(labels, mask)
+    assert seg.tolist() == [[0, 3], [2, 1]]
+    rgb = np.full((2, 2, 3), 100, np.uint8)
+    overlay = post.overlay(rgb, seg, 0.5)
+    assert overlay[1, 0].tolist() == [60, 70, 80]  # (100 + (20, 40, 60)) / 2
+    assert overlay[0, 1].tolist() == [178, 50, 178]  # magenta for OOD
+    assert np.array_equal(post.overlay(rgb, seg, 0.0), rgb)
+
+
+def test_obstacles_are_ood_regions_on_or_touching_the_drivable_area():
+    post = Postprocessor(small_bundle(drivable=(0,)))
+    labels = np.ones((40, 40), np.uint8)  # class 1: not drivable
+    labels[20:, :] = 0  # road in the lower half
+    mask = np.zeros((40, 40), np.uint8)
+    mask[22:26, 5:9] = 1  # on the road (16 px)
+    mask[16:20, 15:19] = 1  # touching the road from above (16 px)
+    mask[2:6, 30:34] = 1  # far from the road
+    mask[30, 30] = 1  # on the road but tiny
+    out = post.obstacle_mask(labels, mask, min_area=4)
+    assert set(np.unique(out)) == {0, 255}
+    assert (out[22:26, 5:9] == 255).all() and (out[16:20, 15:19] == 255).all()
+    assert not out[2:6, 30:34].any() and out[30, 30] == 0
+    assert post.obstacle_mask(labels, np.zeros_like(mask), 4).sum() == 0
+    assert post.obstacle_mask(labels, mask, min_area=0)[30, 30] == 255
+
+
+def test_obstacle_mask_with_more_than_255_regions():
+    post = Postprocessor(small_bundle())
+    labels = np.zeros((64, 64), np.uint8)
+    mask = np.zeros((64, 64), np.uint8)
+    mask[::2, ::2] = 1  # 1024 isolated pixels
+    assert (post.obstacle_mask(labels, mask, 1) == mask * 255).all()
+
+
+def test_parameter_checks_name_the_problem(tmp_path):
+    assert check("ood_threshold", 0.3) is None and check("ood_threshold", -1.0) is None
+    assert "[0, 1]" in check("ood_threshold", -0.2)
+    assert "choose one of" in check("backend", "tflite")
+    assert "model is empty" in check("model", "")
+    assert "not a folder" in check("model", str(tmp_path / "missing"))
+    assert check("model", str(tmp_path)) is None
+    assert {s.name for s in SPECS if s.dynamic} == {
+        "ood_threshold",
+        "overlay_opacity",
+        "min_obstacle_area",
+    }
+
+
+@pytest.fixture(scope="module")
+def ros():
+    use_private_domain()
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):
+    from nflowjs_perception import perception_node
+
+    made = []
+    real_fill = perception_node.OutputImage.fill
+
+    def counting_fill(self, header, pixels):
+        made.append(self.encoding)
+        return real_fill(self, header, pixels)
+
+    monkeypatch.setattr(perception_node.OutputImage, "fill", counting_fill)
+    node = perception_node.PerceptionNode(
+        parameter_overrides=[
+            Parameter("model", value=str(camvid_bundle)),
+            Parameter("backend", value="onnxruntime"),
+        ]
+    )
+    tester = rclpy.create_node("lazy_tester")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(tester)
+    heatmaps, overlays = [], []
+    tester.create_subscription(Image, "/perception_node/ood_heatmap", heatmaps.append, 1)
+    publisher = tester.create_publisher(Image, "/image", 1)
+    frame = camvid_frames(1)[0]
+
+    def run_until(predicate, timeout=20.0):
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            publisher.publish(image_message(frame, "rgb8", time.time_ns(), "cam"))
+            end = time.monotonic() + 0.3
+            while time.monotonic() < end:
+                executor.spin_once(timeout_sec=0.02)
+        return predicate()
+
+    try:
+        assert run_until(lambda: len(heatmaps) >= 2)
+        assert set(made) == {"32FC1"}  # only the heatmap was built
+        processed = node.stats.counts["processed"]
+        assert processed >= 2
+        tester.create_subscription(Image, "/perception_node/overlay", overlays.append, 1)
+        assert run_until(lambda: len(overlays) >= 1)
+        assert "rgb8" in made and "mono8" not in made  # segmentation computed, not published
+    finally:
+        node.close()
+        executor.shutdown()
+        node.destroy_node()
+        tester.destroy_node()

@@ -1,0 +1,329 @@
+"""perception_node as a real process from the colcon install, over real Fast DDS.
+
+The test process publishes camera frames and subscribes to every output; the node runs the
+shipped CamVid-OOD model (exported at 180x240) on ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import time
+
+import cv2
+import numpy as np
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray
+from rclpy.parameter import Parameter
+from rclpy.parameter_client import AsyncParameterClient
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CompressedImage, Image
+
+from ros_support import NodeProcess, camvid_frames, image_message, spin_until, use_private_domain
+
+OUTPUTS = {
+    "segmentation": "mono8",
+    "ood_heatmap": "32FC1",
+    "obstacle_mask": "mono8",
+    "overlay": "rgb8",
+}
+BEST_EFFORT = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+RELIABLE = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+UNKNOWN = 9  # CamVid-OOD: 9 inlier classes (0..8), so OOD pixels are labelled 9
+
+
+class Listener:
+    """A test node: publishers of camera frames, subscribers of every node output."""
+
+    def __init__(self, name: str, outputs_under: str = "/perception_node"):
+        self.node = rclpy.create_node(name)
+        self.received: dict[str, dict[int, Image]] = {output: {} for output in OUTPUTS}
+        self.diagnostics: list[DiagnosticArray] = []
+        for output in OUTPUTS:
+            self.node.create_subscription(
+                Image,
+                f"{outputs_under}/{output}",
+                lambda msg, output=output: self.received[output].__setitem__(stamp(msg), msg),
+                RELIABLE,
+            )
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.stamp_ns = time.time_ns()
+
+    def next_stamp(self) -> int:
+        self.stamp_ns += 1_000_000
+        return self.stamp_ns
+
+    def roundtrip(self, publisher, msg, outputs=tuple(OUTPUTS), timeout=30.0) -> dict:
+        """Publish ``msg`` (again every 0.5 s: discovery may lose the first) until every output
+        with its stamp has arrived; returns them by output name."""
+        key = stamp(msg)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            publisher.publish(msg)
+            if spin_until(self.node, lambda: all(key in self.received[o] for o in outputs), 0.5):
+                return {o: self.received[o][key] for o in outputs}
+        missing = [o for o in outputs if key not in self.received[o]]
+        raise AssertionError(f"no {missing} for the frame stamped {key} within {timeout} s")
+
+
+def stamp(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec
+
+
+@pytest.fixture(scope="module")
+def ros():
+    use_private_domain()
+    rclpy.init()
+    yield
+    rclpy.shutdown()
+
+
+@pytest.fixture(scope="module")
+def node(ros, ros_install, camvid_bundle, tmp_path_factory):
+    process = NodeProcess(
+        ros_install,
+        tmp_path_factory.mktemp("node") / "node.log",
+        "-p", f"model:={camvid_bundle}",
+        "-p", "backend:=onnxruntime",
+        "-p", "diagnostics_period:=0.5",
+        "-r", "image:=/test/image",
+    )  # fmt: skip
+    assert process.wait_for_output("on onnxruntime"), process.output()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def listener(ros):
+    listener = Listener("test_listener")
+    yield listener
+    listener.node.destroy_node()
+
+
+def check_outputs(outputs: dict, msg: Image) -> None:
+    for name, out in outputs.items():
+        assert out.header.frame_id == msg.header.frame_id, name
+        assert stamp(out) == stamp(msg), name
+        assert (out.height, out.width) == (msg.height, msg.width), name
+        assert out.encoding == OUTPUTS[name], name
+    labels = np.frombuffer(outputs["segmentation"].data, np.uint8)
+    assert labels.max() <= UNKNOWN
+    heat = np.frombuffer(outputs["ood_heatmap"].data, np.float32)
+    assert heat.size == msg.height * msg.width
+    assert 0.0 <= heat.min() and heat.max() <= 1.0
+    assert set(np.unique(np.frombuffer(outputs["obstacle_mask"].data, np.uint8))) <= {0, 255}
+    assert len(outputs["overlay"].data) == msg.height * msg.width * 3
+
+
+def test_camvid_frames_give_every_output_with_the_input_header(node, listener):
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    for frame in camvid_frames(2):
+        msg = image_message(frame, "rgb8", listener.next_stamp(), "camera_optical_frame")
+        outputs = listener.roundtrip(publisher, msg)
+        check_outputs(outputs, msg)
+        # OOD pixels are relabelled unknown exactly where the heatmap exceeds the threshold
+        labels = np.frombuffer(outputs["segmentation"].data, np.uint8)
+        heat = np.frombuffer(outputs["ood_heatmap"].data, np.float32)
+        assert np.array_equal(labels == UNKNOWN, heat > 0.7)
+
+
+@pytest.mark.parametrize(
+    ("encoding", "size"),
+    [("bgr8", (1024, 2048)), ("rgba8", (720, 1280)), ("bgra8", (480, 640)), ("mono8", (600, 800))],
+)
+def test_any_size_and_encoding_maps_back_to_the_input_size(node, listener, encoding, size):
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    channels = {"bgr8": 3, "rgba8": 4, "bgra8": 4, "mono8": 1}[encoding]
+    frame = cv2.resize(camvid_frames(1)[0], size[::-1])
+    if channels == 1:
+        frame = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    elif channels == 4:
+        frame = np.dstack([frame, np.full(size, 255, np.uint8)])
+    msg = image_message(np.ascontiguousarray(frame), encoding, listener.next_stamp(), "cam")
+    check_outputs(listener.roundtrip(publisher, msg), msg)
+
+
+def test_reliable_publishers_connect_too(node, listener):
+    publisher = listener.node.create_publisher(Image, "/test/image", RELIABLE)
+    msg = image_message(camvid_frames(1)[0], "rgb8", listener.next_stamp(), "cam")
+    check_outputs(listener.roundtrip(publisher, msg), msg)
+
+
+def bad_messages(frame: np.ndarray) -> dict[str, tuple[Image, str]]:
+    """Bad frames and the words the node's warning must contain."""
+    h, w = frame.shape[:2]
+    unsupported = image_message(frame, "rgb8", 0, "cam")
+    unsupported.encoding = "yuv422"
+    step = image_message(frame, "rgb8", 0, "cam")
+    step.step = w * 3 - 1
+    truncated = image_message(frame, "rgb8", 0, "cam")
+    truncated.data = frame.tobytes()[: h * w * 3 // 2]
+    empty = image_message(frame, "rgb8", 0, "cam")
+    empty.height = empty.width = empty.step = 0
+    empty.data = b""
+    return {
+        "encoding": (unsupported, "unsupported image encoding 'yuv422'"),
+        "step": (step, "step 1439 is less than width 480"),
+        "truncated": (truncated, "truncated image"),
+        "empty": (empty, "empty image (0x0)"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["encoding", "step", "truncated", "empty"])
+def test_a_bad_frame_is_logged_dropped_and_the_next_good_one_processed(node, listener, kind):
+    publisher = listener.node.create_publisher(Image, "/test/image", RELIABLE)
+    frame = camvid_frames(1)[0]
+    bad, words = bad_messages(frame)[kind]
+    bad_stamp = listener.next_stamp()
+    bad.header.stamp.sec, bad.header.stamp.nanosec = divmod(bad_stamp, 1_000_000_000)
+    deadline = time.monotonic() + 15
+    while words not in node.output() and time.monotonic() < deadline:
+        publisher.publish(bad)
+        spin_until(listener.node, lambda: False, 0.3)
+    assert words in node.output()
+    good = image_message(frame, "rgb8", listener.next_stamp(), "cam")
+    check_outputs(listener.roundtrip(publisher, good), good)
+    assert node.process.poll() is None
+    assert all(bad_stamp not in received for received in listener.received.values())
+
+
+def test_diagnostics_report_rates_latencies_and_the_model(node, listener):
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    for frame in camvid_frames(2):
+        listener.roundtrip(publisher, image_message(frame, "rgb8", listener.next_stamp(), "c"))
+    listener.diagnostics.clear()
+    for _ in range(10):  # a steady stream, so the next report has rates
+        publisher.publish(image_message(camvid_frames(1)[0], "rgb8", listener.next_stamp(), "c"))
+        spin_until(listener.node, lambda: False, 0.1)
+    assert spin_until(listener.node, lambda: len(listener.diagnostics) >= 2, 5)
+    (status,) = listener.diagnostics[-1].status
+    assert status.name == "perception_node: inference"
+    values = {kv.key: kv.value for kv in status.values}
+    assert values["backend"] == "onnxruntime"
+    assert values["bundle"] == "camvid-ood-180x240"
+    assert float(values["processed"]) >= 3
+    assert float(values["bad"]) >= 0
+    for stage in ("preprocess", "inference", "postprocess", "publish", "end_to_end"):
+        p50, p99 = float(values[f"{stage}_p50_ms"]), float(values[f"{stage}_p99_ms"])
+        assert 0 < p50 <= p99 < 5000, stage
+    assert float(values["inference_p50_ms"]) < float(values["end_to_end_p50_ms"])
+
+
+def set_parameters(listener, params: list[Parameter]):
+    client = AsyncParameterClient(listener.node, "perception_node")
+    assert client.wait_for_services(timeout_sec=10)
+    future = client.set_parameters(params)
+    assert spin_until(listener.node, future.done, 10)
+    return future.result().results
+
+
+def get_parameter(listener, name: str):
+    client = AsyncParameterClient(listener.node, "perception_node")
+    future = client.get_parameters([name])
+    assert spin_until(listener.node, future.done, 10)
+    return future.result().values[0]
+
+
+def test_parameters_are_validated_at_run_time(node, listener):
+    (ok,) = set_parameters(listener, [Parameter("ood_threshold", value=0.9)])
+    assert ok.successful
+    (too_high,) = set_parameters(listener, [Parameter("ood_threshold", value=1.5)])
+    assert not too_high.successful and too_high.reason
+    (between,) = set_parameters(listener, [Parameter("ood_threshold", value=-0.5)])
+    assert not between.successful and "[0, 1]" in between.reason
+    assert get_parameter(listener, "ood_threshold").double_value == 0.9  # old value kept
+    (read_only,) = set_parameters(listener, [Parameter("backend", value="torch")])
+    assert not read_only.successful
+    (opacity,) = set_parameters(listener, [Parameter("overlay_opacity", value=2.0)])
+    assert not opacity.successful
+    (area,) = set_parameters(listener, [Parameter("min_obstacle_area", value=-1)])
+    assert not area.successful
+
+    # the new threshold is used: fewer OOD pixels at 0.9 than at the bundle's 0.7
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    msg = image_message(camvid_frames(1)[0], "rgb8", listener.next_stamp(), "cam")
+    outputs = listener.roundtrip(publisher, msg, ("segmentation", "ood_heatmap"))
+    labels = np.frombuffer(outputs["segmentation"].data, np.uint8)
+    heat = np.frombuffer(outputs["ood_heatmap"].data, np.float32)
+    assert np.array_equal(labels == UNKNOWN, heat > 0.9)
+    (reset,) = set_parameters(listener, [Parameter("ood_threshold", value=-1.0)])
+    assert reset.successful
+
+
+def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
+    process = NodeProcess(
+        ros_install,
+        tmp_path / "node.log",
+        "-p", f"model:={camvid_bundle}",
+        "-p", "backend:=onnxruntime",
+        "-p", "image_transport:=compressed",
+        "-r", "image:=/test/camera",
+        "-r", "__ns:=/compressed",
+    )  # fmt: skip
+    listener = Listener("compressed_listener", "/compressed/perception_node")
+    try:
+        assert process.wait_for_output("/test/camera/compressed"), process.output()
+        publisher = listener.node.create_publisher(
+            CompressedImage, "/test/camera/compressed", BEST_EFFORT
+        )
+        frame = camvid_frames(1)[0]
+        for fmt, extension in (("jpeg", ".jpg"), ("png", ".png")):
+            msg = CompressedImage(format=fmt)
+            msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(listener.next_stamp(), 10**9)
+            msg.header.frame_id = "cam"
+            msg.data = cv2.imencode(extension, cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))[1].tobytes()
+            outputs = listener.roundtrip(publisher, msg)
+            assert (outputs["overlay"].height, outputs["overlay"].width) == frame.shape[:2]
+        garbage = CompressedImage(format="jpeg", data=b"\xff\xd8 not a jpeg")
+        deadline = time.monotonic() + 10
+        while "could not decode" not in process.output() and time.monotonic() < deadline:
+            publisher.publish(garbage)
+            spin_until(listener.node, lambda: False, 0.3)
+        assert "could not decode a 13-byte CompressedImage" in process.output()
+        assert process.process.poll() is None
+    finally:
+        listener.node.destroy_node()
+        process.stop()
+
+
+def start_and_expect_failure(ros_install, tmp_path, *params: str) -> str:
+    args = [a for p in params for a in ("-p", p)]
+    process = NodeProcess(ros_install, tmp_path / "node.log", *args)
+    try:
+        assert process.wait_exit(60) == 1, process.output()
+    finally:
+        process.stop()
+    fatal = [line for line in process.output().splitlines() if "[FATAL]" in line]
+    assert len(fatal) == 1, process.output()  # one clear message, no traceback
+    assert "Traceback" not in process.output()
+    return fatal[0]
+
+
+def test_a_missing_bundle_stops_the_node_with_one_message(ros_install, tmp_path):
+    line = start_and_expect_failure(ros_install, tmp_path, f"model:={tmp_path / 'nowhere'}")
+    assert "is not a folder" in line
+
+
+def test_a_corrupt_bundle_stops_the_node_with_one_message(ros_install, camvid_bundle, tmp_path):
+    import shutil
+
+    copy = shutil.copytree(camvid_bundle, tmp_path / "bundle")
+    onnx = copy / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])
+    line = start_and_expect_failure(ros_install, tmp_path, f"model:={copy}")
+    assert "does not match its SHA-256" in line
+
+
+@pytest.mark.parametrize(
+    ("param", "words"),
+    [
+        ("ood_threshold:=2.0", "ood_threshold"),
+        ("temperature:=3.0", "T = 2.0 built into its graph"),
+        ("backend:=tensorflow", "choose one of"),
+        ("min_obstacle_area:=-5", "min_obstacle_area"),
+    ],
+)
+def test_a_bad_parameter_stops_the_node_with_one_message(
+    ros_install, camvid_bundle, tmp_path, param, words
+):
+    line = start_and_expect_failure(ros_install, tmp_path, f"model:={camvid_bundle}", param)
+    assert words in line
