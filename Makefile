@@ -28,6 +28,7 @@ test-slow: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint --config .hadolint.yaml docker/Dockerfile.runtime docker/Dockerfile.train
 
 toy: $(STAMP)
 	$(BIN)/python -m nflowjs.toy2d --out out/toy2d
