@@ -213,3 +213,36 @@ def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):
         executor.shutdown()
         node.destroy_node()
         tester.destroy_node()
+
+
+def test_tensorrt_engines_come_from_the_bundle_the_cache_or_a_first_start_build(
+    camvid_bundle, tmp_path, monkeypatch
+):
+    from nflowjs_perception import backends
+    from nflowjs_perception.bundle import BundleError, load_bundle
+    from nflowjs_perception.tensorrt_engine import engine_file_name
+
+    bundle = load_bundle(camvid_bundle)
+    gpu, version = "NVIDIA H100 80GB HBM3", "10.13.0.35"
+    cache = tmp_path / "engines"
+    with pytest.raises(BundleError, match="build_engine_if_missing"):
+        backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, False)
+
+    builds = []
+
+    def fake_build(onnx_file, precision, input_size):
+        builds.append((onnx_file.name, precision, input_size))
+        return b"serialized engine"
+
+    monkeypatch.setattr(backends, "build_serialized_engine", fake_build)
+    built = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)
+    assert built == cache / engine_file_name("fp16", gpu, version)
+    assert built.read_bytes() == b"serialized engine"
+    assert builds == [("model.onnx", "fp16", None)]  # a static bundle needs no profile
+    again = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)
+    assert again == built and len(builds) == 1  # the cached engine is reused
+    other_gpu = backends.find_or_build_engine(
+        camvid_bundle, bundle, "NVIDIA L4", version, "fp32", cache, True
+    )
+    assert other_gpu.name == engine_file_name("fp32", "NVIDIA L4", version)
+    assert [p.name for p in cache.iterdir() if p.name.startswith("tmp")] == []
