@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # our machines serve from local disk (it also runs on CPU-only machines).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-slow lint toy camvid-ood bench bench-node clean
+.PHONY: setup test test-slow lint toy camvid-ood bench bench-node demo-bundle clean
 
 setup: $(STAMP)
 
@@ -50,6 +50,14 @@ bench: $(STAMP)
 		--threshold-from docs/camvid_ood_nflowjs_results.json
 	$(BIN)/nflowjs bench --bundle out/bundles/camvid-ood-360x480 --backend onnxruntime torch
 	$(BIN)/nflowjs bench --preset ldn121 --size 1024x2048 --backend onnxruntime torch --iterations 10
+
+# The CamVid-OOD demo bundle the ROS package ships (road.launch.py's default model); tests check
+# it still equals this export of the shipped checkpoint.
+DEMO_BUNDLE := ros2_ws/src/nflowjs_perception/demo/camvid-ood-360x480
+demo-bundle: $(STAMP)
+	$(BIN)/nflowjs export onnx --checkpoint models/checkpoints/camvid-ood-ldn-lite-nflowjs.pt \
+		--out $(DEMO_BUNDLE) --size 360x480 --no-torch-model \
+		--threshold-from docs/camvid_ood_nflowjs_results.json
 
 # perception_node's own cost per 2 MP frame (README table), model outputs precomputed.
 bench-node: $(STAMP)

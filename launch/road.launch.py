@@ -1,4 +1,4 @@
-"""``ros2 launch nflowjs_perception road.launch.py model:=/path/to/bundle``
+"""``ros2 launch nflowjs_perception road.launch.py [model:=/path/to/bundle]``
 
 Starts perception_node with config/road.yaml, the camera topic remapped to ``image``, and (with
 use_rviz:=true) RViz2 showing the camera, overlay, OOD heatmap and obstacle mask.
@@ -18,7 +18,10 @@ SHARE = FindPackageShare(PACKAGE)
 
 # name -> (default, description); "" leaves the parameter to config/road.yaml
 ARGUMENTS = {
-    "model": ("", "model bundle folder (bundle.json + model files)"),
+    "model": (
+        PathJoinSubstitution([SHARE, "demo", "camvid-ood-360x480"]),
+        "model bundle folder (bundle.json + model files); default: the CamVid-OOD demo bundle",
+    ),
     "image_topic": ("/camera/image_raw", "camera image topic (sensor_msgs/Image)"),
     "backend": ("", "auto | tensorrt | onnxruntime | torch (default: the params file's)"),
     "ood_threshold": ("", "OOD score threshold in [0, 1] (default: the bundle's)"),

@@ -282,3 +282,28 @@ def test_tensorrt_engine_build_and_parity(bundle, tmp_path):
     build_engine(copy, "fp16")
     row = bench(copy, "tensorrt", iterations=20)
     assert row["label_agreement"] >= 0.99
+
+
+def test_the_shipped_demo_bundle_is_the_shipped_checkpoint_exported():
+    """ros2_ws/.../demo/camvid-ood-360x480 must stay what `make demo-bundle` would write."""
+    from nflowjs.checkpoint import load_checkpoint
+    from nflowjs_export.onnx_export import frame_model
+    from nflowjs_perception.bundle import sha256_file
+    from ros_support import CAMVID_CHECKPOINT, REPO, camvid_frames
+
+    folder = REPO / "ros2_ws/src/nflowjs_perception/demo/camvid-ood-360x480"
+    backend = open_backend(folder, "onnxruntime")  # hashes verified on load
+    bundle = backend.bundle
+    assert bundle.checkpoint_sha256 == sha256_file(CAMVID_CHECKPOINT)
+    results = json.loads((REPO / "docs/camvid_ood_nflowjs_results.json").read_text())
+    assert bundle.ood_threshold == pytest.approx(results["scores"]["jsd"]["threshold_tpr95"])
+    assert (bundle.height, bundle.width, bundle.unknown_id) == (360, 480, 9)
+    reference = frame_model(
+        load_checkpoint(CAMVID_CHECKPOINT), 2.0, bundle.ood_threshold, "float32"
+    )
+    frame = camvid_frames(1)[0]
+    labels, score, _ = backend.infer(frame)
+    with torch.inference_mode():
+        ref_labels, ref_score, _ = reference(torch.from_numpy(frame)[None])
+    assert (labels == ref_labels[0].numpy()).mean() > 0.999
+    assert np.abs(score - ref_score[0].numpy()).max() < 1e-3

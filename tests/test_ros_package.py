@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from nflowjs_perception.bundle import load_bundle
 from nflowjs_perception.parameters import SPECS
 from ros_support import REPO
 
@@ -69,6 +70,7 @@ def test_colcon_installs_the_node_launch_config_and_rviz(ros_install):
     assert os.access(executable / "perception_node", os.X_OK)
     index = ros_install / "nflowjs_perception" / "share" / "ament_index" / "resource_index"
     assert (index / "packages" / "nflowjs_perception").is_file()
+    load_bundle(share / "demo" / "camvid-ood-360x480")  # launch's default model, hashes checked
 
 
 def test_package_xml_declares_what_the_code_imports():

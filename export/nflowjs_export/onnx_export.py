@@ -53,8 +53,13 @@ def export_onnx(
     drivable: list[str] | None = None,
     name: str | None = None,
     opset: int = 18,
+    torch_model: bool = True,
 ) -> Path:
-    """Export and write a bundle folder; returns its path."""
+    """Export and write a bundle folder; returns its path.
+
+    ``torch_model=False`` leaves out ``model.pt`` (the torch backend's copy of the segmenter):
+    a smaller bundle for ONNX Runtime and TensorRT only, like the demo bundle in the repository.
+    """
     payload = load_checkpoint(checkpoint)
     classes = list(payload["classes"])
     drivable = (
@@ -110,10 +115,10 @@ def export_onnx(
             checkpoint_sha256=sha256_file(Path(checkpoint)),
             exporter_version=nflowjs_export.__version__,
         )
-        torch_copy = save_inference_copy(checkpoint, Path(tmp) / TORCH_CHECKPOINT)
-        return write_bundle(
-            out_dir, bundle, {"model.onnx": onnx_path, TORCH_CHECKPOINT: torch_copy}
-        )
+        files = {"model.onnx": onnx_path}
+        if torch_model:
+            files[TORCH_CHECKPOINT] = save_inference_copy(checkpoint, Path(tmp) / TORCH_CHECKPOINT)
+        return write_bundle(out_dir, bundle, files)
 
 
 def check_onnx(path: Path) -> None:

@@ -81,6 +81,7 @@ def _export(args) -> None:
             args.dynamic,
             drivable,
             opset=args.opset,
+            torch_model=not args.no_torch_model,
         )
         print(f"wrote bundle {folder} (threshold {threshold:.4f})")
     else:
@@ -177,6 +178,9 @@ def main(argv: list[str] | None = None) -> None:
     onnx.add_argument("--dynamic", action="store_true", help="any input size (SPP grids fixed)")
     onnx.add_argument("--drivable", help="comma-separated drivable class names (default: road)")
     onnx.add_argument("--opset", type=int, default=18)
+    onnx.add_argument(
+        "--no-torch-model", action="store_true", help="leave model.pt out (no torch backend)"
+    )
     trt = formats.add_parser("tensorrt", help="build a TensorRT engine into a bundle")
     trt.add_argument("--bundle", required=True)
     trt.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")

@@ -21,6 +21,14 @@ def share(folder: Path, pattern: str) -> list[str]:
     return [os.path.relpath(f, HERE) for f in files]
 
 
+def demo_files() -> list[tuple[str, list[str]]]:
+    """The demo bundle and bag (demo/), folder by folder, for the share directory."""
+    folders = sorted({p.parent for p in (HERE / "demo").rglob("*") if p.is_file()})
+    return [
+        (f"share/{PACKAGE}/{folder.relative_to(HERE)}", share(folder, "*")) for folder in folders
+    ]
+
+
 setup(
     name=PACKAGE,
     version="0.1.0",
@@ -31,6 +39,7 @@ setup(
         (f"share/{PACKAGE}/launch", share(LAUNCH_DIR, "*.launch.py")),
         (f"share/{PACKAGE}/config", share(HERE / "config", "*.yaml")),
         (f"share/{PACKAGE}/rviz", share(HERE / "rviz", "*.rviz")),
+        *demo_files(),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
