@@ -50,6 +50,10 @@ setup(
         "console_scripts": [
             f"perception_node = {PACKAGE}.perception_node:main",
             f"healthcheck = {PACKAGE}.healthcheck:main",
+            f"convert_to_bag = {PACKAGE}.bag_tools.convert:main",
+            f"play_bag = {PACKAGE}.bag_tools.replay:play_main",
+            f"record_bag = {PACKAGE}.bag_tools.replay:record_main",
+            f"evaluate_bag = {PACKAGE}.bag_tools.evaluate:main",
         ],
     },
 )
