@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # our machines serve from local disk (it also runs on CPU-only machines).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-slow lint toy camvid-ood bench bench-node demo-bundle clean
+.PHONY: setup test test-slow lint toy camvid-ood bench bench-node demo demo-bag demo-bundle clean
 
 setup: $(STAMP)
 
@@ -58,6 +58,18 @@ demo-bundle: $(STAMP)
 	$(BIN)/nflowjs export onnx --checkpoint models/checkpoints/camvid-ood-ldn-lite-nflowjs.pt \
 		--out $(DEMO_BUNDLE) --size 360x480 --no-torch-model \
 		--threshold-from docs/camvid_ood_nflowjs_results.json
+
+# The demo bag: 12 CamVid test frames with pedestrians and cyclists (the CamVid-OOD anomalies).
+demo-bag: $(STAMP)
+	$(BIN)/convert_to_bag camvid --root $(CAMVID) --split test --first-frame 2 --max-frames 12 \
+		--out ros2_ws/src/nflowjs_perception/demo/camvid-test-bag --overwrite
+
+# The out-of-the-box demo: build the package, run the node over the demo bag, score and draw it.
+COLCON_OUT := out/colcon
+demo: $(STAMP)
+	$(BIN)/colcon --log-base $(COLCON_OUT)/log build --base-paths ros2_ws/src \
+		--build-base $(COLCON_OUT)/build --install-base $(COLCON_OUT)/install
+	$(BIN)/python -m nflowjs_perception.demo --install $(COLCON_OUT)/install --out out/demo
 
 # perception_node's own cost per 2 MP frame (README table), model outputs precomputed.
 bench-node: $(STAMP)
