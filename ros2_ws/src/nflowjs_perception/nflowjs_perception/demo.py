@@ -38,7 +38,19 @@ RECORDED = [
     f"{NODE}/overlay",
     f"{NODE}/obstacle_mask",
 ]
-SHARE = Path(__file__).resolve().parents[1] / "demo"  # the demo files beside this package
+
+
+def demo_folder() -> Path:
+    """The shipped demo bundle and bag: beside the sources, or in the installed share folder."""
+    source = Path(__file__).resolve().parents[1] / "demo"
+    if source.is_dir():
+        return source
+    from ament_index_python.packages import get_package_share_directory
+
+    return Path(get_package_share_directory("nflowjs_perception")) / "demo"
+
+
+SHARE = demo_folder()
 
 
 def start_node(install: Path, bundle: Path, log: Path) -> subprocess.Popen:
