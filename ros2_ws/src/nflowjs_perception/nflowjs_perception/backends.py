@@ -219,7 +219,7 @@ def open_backend(
     if kind == "auto":
         try:
             return TensorRTBackend(folder, bundle, **tensorrt_options)
-        except (TensorRTUnavailable, BundleError, RuntimeError):
+        except (TensorRTUnavailable, BundleError, RuntimeError, ImportError):
             return OnnxRuntimeBackend(folder, bundle, device or "cpu")
     if kind == "tensorrt":
         return TensorRTBackend(folder, bundle, device or "cuda", **tensorrt_options)

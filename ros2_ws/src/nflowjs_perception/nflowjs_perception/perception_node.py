@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import rclpy
@@ -111,7 +112,7 @@ class PerceptionNode(Node):
                 s["device"] or None,
                 **self._tensorrt_options(),
             )
-        except (ValueError, RuntimeError, OSError) as error:  # BundleError is a ValueError
+        except (ValueError, RuntimeError, OSError, ImportError) as error:  # BundleError: ValueError
             raise StartupError(f"cannot load model bundle {s['model']!r}: {error}") from error
         self.bundle = self.backend.bundle
         t = s["temperature"]
@@ -128,8 +129,6 @@ class PerceptionNode(Node):
         s = self.settings
         if s["backend"] not in ("auto", "tensorrt"):
             return {}
-        from pathlib import Path
-
         cache = Path(s["engine_cache_dir"]) if s["engine_cache_dir"] else None
         return {"engine_cache_dir": cache, "build_if_missing": s["build_engine_if_missing"]}
 
