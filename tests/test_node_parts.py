@@ -157,6 +157,18 @@ def test_parameter_checks_name_the_problem(tmp_path):
     }
 
 
+def test_the_mailbox_keeps_the_newest_frame_and_counts_replacements():
+    from nflowjs_perception.perception_node import LatestFrame
+
+    mailbox = LatestFrame()
+    assert mailbox.put("frame 1") is False
+    assert mailbox.put("frame 2") is True  # frame 1 was never taken: a drop
+    assert mailbox.take() == "frame 2"
+    assert mailbox.put("frame 3") is False
+    mailbox.close()
+    assert mailbox.take() is None  # closed: a pending frame is not processed any more
+
+
 @pytest.fixture(scope="module")
 def ros():
     use_private_domain()
@@ -202,6 +214,7 @@ def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):
 
     try:
         assert run_until(lambda: len(heatmaps) >= 2)
+        check_drops_are_counted(node, frame)
         assert set(made) == {"32FC1"}  # only the heatmap was built
         processed = node.stats.counts["processed"]
         assert processed >= 2
@@ -246,3 +259,42 @@ def test_tensorrt_engines_come_from_the_bundle_the_cache_or_a_first_start_build(
     )
     assert other_gpu.name == engine_file_name("fp32", "NVIDIA L4", version)
     assert [p.name for p in cache.iterdir() if p.name.startswith("tmp")] == []
+
+
+def check_drops_are_counted(node, frame):
+    """Frames that arrive while the model is busy replace each other; each replaced one counts."""
+    import threading
+
+    busy, release = threading.Event(), threading.Event()
+    real_backend = node.backend
+
+    class SlowBackend:
+        name, bundle, device = "slow", real_backend.bundle, "cpu"
+
+        def infer(self, rgb):
+            busy.set()
+            release.wait(10)
+            return real_backend.infer(rgb)
+
+    node.backend = SlowBackend()
+    receive = node._receiver(lambda msg: frame)
+    dropped = node.stats.counts["dropped"]
+    try:
+        receive(image_message(frame, "rgb8", time.time_ns(), "cam"))
+        assert busy.wait(10)  # the worker holds frame 1
+        for _ in range(4):  # frames 2..5 arrive meanwhile: 2, 3, 4 are replaced
+            receive(image_message(frame, "rgb8", time.time_ns(), "cam"))
+        assert node.stats.counts["dropped"] - dropped == 3
+    finally:
+        release.set()
+        node.backend = real_backend
+
+
+def test_auto_says_why_tensorrt_was_not_used(camvid_bundle):
+    from nflowjs_perception.backends import open_backend
+
+    backend = open_backend(camvid_bundle, "auto")
+    assert backend.name == "onnxruntime" and backend.device == "cpu"  # no GPU here
+    assert backend.fallback_reason.startswith("TensorRT not used: ")
+    assert "tensorrt" in backend.fallback_reason.lower()
+    assert open_backend(camvid_bundle, "auto", "cpu").fallback_reason.endswith("device is cpu")

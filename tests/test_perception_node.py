@@ -87,9 +87,11 @@ def node(ros, ros_install, camvid_bundle, tmp_path_factory):
         "-p", "diagnostics_period:=0.5",
         "-r", "image:=/test/image",
     )  # fmt: skip
-    assert process.wait_for_output("on onnxruntime"), process.output()
-    yield process
-    process.stop()
+    try:
+        assert process.wait_for_output("on onnxruntime"), process.output()
+        yield process
+    finally:
+        process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +189,9 @@ def test_a_bad_frame_is_logged_dropped_and_the_next_good_one_processed(node, lis
 
 
 def test_diagnostics_report_rates_latencies_and_the_model(node, listener):
-    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    publisher = listener.node.create_publisher(Image, "/test/image", RELIABLE)
+    bad, _ = bad_messages(camvid_frames(1)[0])["encoding"]
+    publisher.publish(bad)
     for frame in camvid_frames(2):
         listener.roundtrip(publisher, image_message(frame, "rgb8", listener.next_stamp(), "c"))
     listener.diagnostics.clear()
@@ -201,11 +205,28 @@ def test_diagnostics_report_rates_latencies_and_the_model(node, listener):
     assert values["backend"] == "onnxruntime"
     assert values["bundle"] == "camvid-ood-180x240"
     assert float(values["processed"]) >= 3
-    assert float(values["bad"]) >= 0
+    assert float(values["bad"]) >= 1
     for stage in ("preprocess", "inference", "postprocess", "publish", "end_to_end"):
         p50, p99 = float(values[f"{stage}_p50_ms"]), float(values[f"{stage}_p99_ms"])
         assert 0 < p50 <= p99 < 5000, stage
     assert float(values["inference_p50_ms"]) < float(values["end_to_end_p50_ms"])
+
+
+def test_frames_with_unusable_stamps_are_processed_and_kept_out_of_transport_latency(
+    node, listener
+):
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    for sec in (-1, 0, 1_000):  # negative, unset, decades old: none is a transport time
+        msg = image_message(camvid_frames(1)[0], "rgb8", 0, "cam")
+        msg.header.stamp.sec = sec
+        msg.header.stamp.nanosec = 7
+        outputs = listener.roundtrip(publisher, msg, ("segmentation",))
+        assert outputs["segmentation"].header.stamp.sec == sec
+    assert node.process.poll() is None
+    listener.diagnostics.clear()
+    assert spin_until(listener.node, lambda: len(listener.diagnostics) >= 1, 5)
+    values = {kv.key: kv.value for kv in listener.diagnostics[-1].status[0].values}
+    assert 0 <= float(values.get("transport_p99_ms", 0)) < 60_000
 
 
 def set_parameters(listener, params: list[Parameter]):
@@ -301,6 +322,50 @@ def start_and_expect_failure(ros_install, tmp_path, *params: str) -> str:
 def test_a_missing_bundle_stops_the_node_with_one_message(ros_install, tmp_path):
     line = start_and_expect_failure(ros_install, tmp_path, f"model:={tmp_path / 'nowhere'}")
     assert "is not a folder" in line
+
+
+def test_diagnostics_keep_coming_with_sim_time_and_no_clock(
+    ros, ros_install, camvid_bundle, tmp_path
+):
+    process = NodeProcess(
+        ros_install,
+        tmp_path / "node.log",
+        "-p", f"model:={camvid_bundle}",
+        "-p", "backend:=onnxruntime",
+        "-p", "use_sim_time:=true",
+        "-p", "diagnostics_period:=0.5",
+        "-r", "__ns:=/simtime",
+    )  # fmt: skip
+    listener = Listener("simtime_listener", "/simtime/perception_node")
+    try:
+        assert process.wait_for_output("on onnxruntime"), process.output()
+        seen = lambda: any(  # noqa: E731
+            s.name == "perception_node: inference"
+            for array in listener.diagnostics
+            for s in array.status
+        )
+        assert spin_until(listener.node, seen, 10)
+    finally:
+        listener.node.destroy_node()
+        process.stop()
+
+
+def test_a_model_onnx_runtime_cannot_load_stops_the_node_with_one_message(
+    ros_install, camvid_bundle, tmp_path
+):
+    import json
+    import shutil
+
+    from nflowjs_perception.bundle import sha256_file
+
+    copy = shutil.copytree(camvid_bundle, tmp_path / "bundle")
+    onnx = copy / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])  # hash updated: only ONNX Runtime can tell
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["files"]["model.onnx"] = sha256_file(onnx)
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    line = start_and_expect_failure(ros_install, tmp_path, f"model:={copy}", "backend:=onnxruntime")
+    assert "cannot load" in line and "re-export the bundle" in line
 
 
 def test_a_corrupt_bundle_stops_the_node_with_one_message(ros_install, camvid_bundle, tmp_path):

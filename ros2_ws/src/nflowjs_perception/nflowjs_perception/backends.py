@@ -45,15 +45,26 @@ def _check_frame(bundle: Bundle, rgb: np.ndarray) -> None:
 
 class OnnxRuntimeBackend:
     name = "onnxruntime"
+    fallback_reason = ""  # set by open_backend("auto")
 
-    def __init__(self, folder: Path, bundle: Bundle, device: str = "cpu"):
+    def __init__(self, folder: Path, bundle: Bundle, device: str | None = None):
         import onnxruntime as ort
 
+        if device is None:  # the GPU where this ONNX Runtime build can use one
+            cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+            device = "cuda" if cuda else "cpu"
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
         self.bundle, self.device = bundle, device
-        self.session = ort.InferenceSession(str(folder / bundle.model_file), providers=providers)
+        path = folder / bundle.model_file
+        try:
+            self.session = ort.InferenceSession(str(path), providers=providers)
+        except Exception as error:  # ONNX Runtime's own error types derive from Exception
+            raise BundleError(
+                f"ONNX Runtime {ort.__version__} cannot load {path} ({error}); re-export the "
+                "bundle with this repository's exporter, or update onnxruntime"
+            ) from error
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
@@ -202,25 +213,30 @@ class TensorRTBackend:
         return tuple(outputs[n][0].cpu().numpy() for n in ("labels", "score", "ood_mask"))
 
 
-BACKENDS = {"onnxruntime": OnnxRuntimeBackend, "torch": TorchBackend, "tensorrt": TensorRTBackend}
-
-
 def open_backend(
     folder: str | Path, kind: str = "auto", device: str | None = None, **tensorrt_options
 ) -> Backend:
     """A backend for the bundle in ``folder``; ``auto`` prefers TensorRT, then ONNX Runtime.
 
     ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing) go to TensorRT only.
+    With ``auto`` the returned backend's ``fallback_reason`` says why TensorRT was not used.
     """
     if kind not in BACKEND_NAMES:
         raise ValueError(f"backend {kind!r}: choose one of {', '.join(BACKEND_NAMES)}")
     folder = Path(folder)
     bundle = load_bundle(folder)
     if kind == "auto":
-        try:
-            return TensorRTBackend(folder, bundle, **tensorrt_options)
-        except (TensorRTUnavailable, BundleError, RuntimeError, ImportError):
-            return OnnxRuntimeBackend(folder, bundle, device or "cpu")
+        reason = "device is cpu"
+        if device != "cpu":
+            try:
+                return TensorRTBackend(folder, bundle, **tensorrt_options)
+            except (TensorRTUnavailable, BundleError, RuntimeError, ImportError) as error:
+                reason = str(error)
+        backend = OnnxRuntimeBackend(folder, bundle, device)
+        backend.fallback_reason = f"TensorRT not used: {reason}"
+        return backend
     if kind == "tensorrt":
         return TensorRTBackend(folder, bundle, device or "cuda", **tensorrt_options)
-    return BACKENDS[kind](folder, bundle, device or "cpu")
+    if kind == "onnxruntime":
+        return OnnxRuntimeBackend(folder, bundle, device)
+    return TorchBackend(folder, bundle, device or "cpu")

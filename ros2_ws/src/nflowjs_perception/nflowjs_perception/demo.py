@@ -23,21 +23,20 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import rclpy
 from PIL import Image
+from rclpy.context import Context
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image as ImageMsg
 
 from nflowjs_perception.bag_tools.evaluate import evaluate_bag, format_table, write_json
 from nflowjs_perception.bag_tools.messages import deserialize, header_stamp_ns, image_array
 from nflowjs_perception.bag_tools.replay import play, record
 
 NODE = "/perception_node"
-RECORDED = [
-    "/camera/image_raw",
-    "/ground_truth/ood_mask",
-    f"{NODE}/ood_heatmap",
-    f"{NODE}/overlay",
-    f"{NODE}/obstacle_mask",
-]
+IMAGE, GROUND_TRUTH = "/camera/image_raw", "/ground_truth/ood_mask"
+RECORDED = [IMAGE, GROUND_TRUTH, f"{NODE}/ood_heatmap", f"{NODE}/overlay", f"{NODE}/obstacle_mask"]
 
 
 def demo_folder() -> Path:
@@ -76,6 +75,34 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: floa
     raise RuntimeError(f"perception_node did not start; its log ({log}):\n{log.read_text()}")
 
 
+def wait_until_recording(timeout: float = 30.0) -> None:
+    """Hold until the node and the recorder subscribe to every topic the demo needs.
+
+    The recorder subscribes to a topic once it sees a publisher, so stand-in publishers of the
+    player's topics (with the player's QoS) appear here first; otherwise the player's first
+    frames could go out before the recorder listens.
+    """
+    context = Context()
+    rclpy.init(context=context)
+    try:
+        probe = rclpy.create_node("demo_graph_probe", context=context)
+        best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
+        probe.create_publisher(ImageMsg, IMAGE, best_effort)
+        probe.create_publisher(ImageMsg, GROUND_TRUTH, 10)  # reliable, as the player sends it
+        needed = {IMAGE: 2, **{topic: 1 for topic in RECORDED[1:]}}  # the image: node + recorder
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if all(probe.count_subscribers(t) >= n for t, n in needed.items()):
+                return
+            time.sleep(0.1)
+        counts = {t: probe.count_subscribers(t) for t in needed}
+        raise RuntimeError(
+            f"the node and the recorder did not subscribe within {timeout} s: {counts}"
+        )
+    finally:
+        context.try_shutdown()
+
+
 def run(install: Path, bundle: Path, bag: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # A domain of its own, unless the user chose one: the demo must not meet other ROS graphs.
@@ -86,11 +113,17 @@ def run(install: Path, bundle: Path, bag: Path, out: Path) -> dict:
     recorder = threading.Thread(
         target=record,
         args=(out / "run", RECORDED),
-        kwargs={"stop": stop, "overwrite": True, "log": lambda _: None},
+        kwargs={
+            "types": dict.fromkeys(RECORDED, "sensor_msgs/msg/Image"),
+            "stop": stop,
+            "overwrite": True,
+            "log": lambda _: None,
+        },
     )
     try:
         wait_for_line(out / "node.log", "on onnxruntime", node, timeout=120)
         recorder.start()
+        wait_until_recording()
         stats = play(
             bag,
             as_fast_as_possible=True,
@@ -106,6 +139,8 @@ def run(install: Path, bundle: Path, bag: Path, out: Path) -> dict:
         node.send_signal(signal.SIGINT)
         node.wait(timeout=20)
     metrics = evaluate_bag(out / "run", heatmap_topic=f"{NODE}/ood_heatmap", progress=False)
+    if not metrics["frames"]["evaluated"]:
+        raise RuntimeError(f"no frame came back from the node; see {out / 'node.log'}")
     metrics["fps"] = write_pictures(out / "run", out)
     metrics["player"] = {"published": stats.published, "wait_timeouts": stats.wait_timeouts}
     write_json(out / "metrics.json", metrics)
@@ -149,8 +184,8 @@ def summary(metrics: dict, out: Path) -> str:
         format_table(metrics),
         "",
         f"{frames['evaluated']} of {frames['ground_truth']} frames scored, {frames['dropped']} "
-        f"dropped; {metrics['fps']:.1f} fps through the node (ONNX Runtime on the CPU; the "
-        "player sends each frame once the previous heatmap is out)",
+        f"dropped; {metrics['fps'] or 0:.1f} fps through the node (ONNX Runtime on the CPU; "
+        "the player sends each frame once the previous heatmap is out)",
         f"written to {out}/: metrics.json, overlay_NN.png, demo.gif, run/ (the recorded bag)",
     ]
     return "\n".join(lines)

@@ -52,7 +52,7 @@ def synthetic_scene(height: int, width: int, seed: int = 0):
 
 
 class PrecomputedBackend:
-    name = "precomputed"
+    name, device = "precomputed", "none"
 
     def __init__(self, bundle: Bundle, outputs):
         self.bundle, self.outputs = bundle, outputs

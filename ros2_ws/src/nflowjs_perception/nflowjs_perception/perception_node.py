@@ -17,10 +17,10 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
-from rclpy.time import Time
 from sensor_msgs.msg import CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
@@ -41,6 +41,7 @@ OUTPUTS = {  # topic (under ~/) -> encoding
     "overlay": "rgb8",
 }
 LOG_EVERY_S = 5.0  # bad-input warnings of one kind at most this often
+MAX_TRANSPORT_MS = 60_000.0  # a stamp older than this is not a transport time
 
 
 class LatestFrame:
@@ -60,10 +61,12 @@ class LatestFrame:
         return replaced
 
     def take(self):
-        """The newest frame, waiting for one; None once closed."""
+        """The newest frame, waiting for one; None once closed (a pending frame is dropped)."""
         with self._ready:
             while self._item is None and not self._closed:
                 self._ready.wait()
+            if self._closed:
+                return None
             item, self._item = self._item, None
             return item
 
@@ -91,14 +94,22 @@ class PerceptionNode(Node):
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self._subscribe_input()
         self.add_on_set_parameters_callback(self._on_set_parameters)
-        self.create_timer(self.settings["diagnostics_period"], self._publish_diagnostics)
+        # Wall time, not the ROS clock: with use_sim_time, diagnostics must not stop with /clock.
+        self.create_timer(
+            self.settings["diagnostics_period"],
+            self._publish_diagnostics,
+            clock=Clock(clock_type=ClockType.STEADY_TIME),
+        )
 
         self._mailbox = LatestFrame()
         self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
         self._worker.start()
+        if getattr(self.backend, "fallback_reason", ""):
+            self.get_logger().warning(f"backend auto: {self.backend.fallback_reason}")
         self.get_logger().info(
             f"bundle {self.bundle.name!r} ({self.bundle.height}x{self.bundle.width}) on "
-            f"{self.backend.name}; OOD threshold {self.threshold:.4f}; input {self.input_topic}"
+            f"{self.backend.name} ({self.backend.device}); OOD threshold {self.threshold:.4f}; "
+            f"input {self.input_topic}"
         )
 
     # -- start-up ---------------------------------------------------------------------------
@@ -154,13 +165,18 @@ class PerceptionNode(Node):
     def _receiver(self, decode):
         def receive(msg) -> None:
             received = time.perf_counter()
-            stamp = Time.from_msg(msg.header.stamp)
-            transport_ms = (self.get_clock().now() - stamp).nanoseconds / 1e6
             self.stats.count("received")
-            if self._mailbox.put((msg, decode, received, transport_ms)):
+            if self._mailbox.put((msg, decode, received, self._transport_ms(msg.header.stamp))):
                 self.stats.count("dropped")
 
         return receive
+
+    def _transport_ms(self, stamp) -> float | None:
+        """Header stamp -> now, or None where that is no transport time: an unset or negative
+        stamp, a bag's recorded time, a clock on another machine more than a minute off."""
+        stamp_ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+        ms = (self.get_clock().now().nanoseconds - stamp_ns) / 1e6
+        return ms if stamp_ns > 0 and 0.0 <= ms <= MAX_TRANSPORT_MS else None
 
     # -- process (worker thread) --------------------------------------------------------------
 
@@ -175,7 +191,7 @@ class PerceptionNode(Node):
                 self.stats.count("failed")
                 self._warn("failure", f"frame failed in {self.backend.name}: {error!r}")
 
-    def _process(self, msg, decode, received: float, transport_ms: float) -> None:
+    def _process(self, msg, decode, received: float, transport_ms: float | None) -> None:
         started = time.perf_counter()
         rgb = decode(msg)
         height, width = rgb.shape[:2]
@@ -199,16 +215,16 @@ class PerceptionNode(Node):
         for name, message in messages.items():
             self.outputs[name].publish(message)
         published = time.perf_counter()
-        self.stats.record(
-            {
-                "preprocess": 1000 * (inferred - started),
-                "inference": 1000 * (done - inferred),
-                "postprocess": 1000 * (converted - done),
-                "publish": 1000 * (published - converted),
-                "end_to_end": 1000 * (published - received),
-                "transport": transport_ms,
-            }
-        )
+        timings = {
+            "preprocess": 1000 * (inferred - started),
+            "inference": 1000 * (done - inferred),
+            "postprocess": 1000 * (converted - done),
+            "publish": 1000 * (published - converted),
+            "end_to_end": 1000 * (published - received),
+        }
+        if transport_ms is not None:
+            timings["transport"] = transport_ms
+        self.stats.record(timings)
 
     def _outputs(self, header, rgb, labels, score, mask) -> dict[str, Image]:
         wanted = {n for n, p in self.outputs.items() if p.get_subscription_count() > 0}

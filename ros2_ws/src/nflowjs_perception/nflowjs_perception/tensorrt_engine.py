@@ -68,7 +68,8 @@ def build_serialized_engine(
         config.int8_calibrator = calibrator
     if input_size is not None:
         profile = builder.create_optimization_profile()
-        profile.set_shape("rgb", (1, 256, 256, 3), (1, *input_size, 3), (1, 2048, 4096, 3))
+        # the sizes the dynamic ONNX graph accepts (64 to 4096 per side), optimised for the bundle's
+        profile.set_shape("rgb", (1, 64, 64, 3), (1, *input_size, 3), (1, 4096, 4096, 3))
         config.add_optimization_profile(profile)
     cache = config.create_timing_cache(
         timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
