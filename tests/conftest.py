@@ -71,3 +71,16 @@ def camvid_bundle(tmp_path_factory) -> Path:
 
     out = tmp_path_factory.mktemp("bundles") / "camvid-ood-180x240"
     return export_onnx(CAMVID_CHECKPOINT, out, height=180, width=240, threshold=0.7)
+
+
+@pytest.fixture(scope="module")
+def ros():
+    """rclpy for one test module, on a ROS domain of its own (ros_support.use_private_domain)."""
+    import rclpy
+
+    from ros_support import use_private_domain
+
+    use_private_domain()
+    rclpy.init()
+    yield
+    rclpy.shutdown()

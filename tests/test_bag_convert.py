@@ -277,15 +277,20 @@ def test_fishyscapes_bag_agrees_with_the_loader(tmp_path):
     loader = torch_ood.FishyscapesLostAndFound(fs, laf)
     for topics in (read_rosbags(tmp_path / "bag"), read_mcap(tmp_path / "bag")):
         assert_frames_consistent(topics, 2)
-        for i in range(2):
-            image, ood = loader[i]
-            np.testing.assert_array_equal(
-                image_array(topics[IMAGE_TOPIC][i][1]), image.permute(1, 2, 0)
-            )
-            np.testing.assert_array_equal(image_array(topics[OOD_MASK_TOPIC][i][1]), ood)
+        assert_images_and_masks_match(topics, loader, 2)
         # The test-split frame has a camera JSON, the train one not: its CameraInfo is zero.
         assert topics[CAMERA_INFO_TOPIC][0][1].k[0] == CAMERA["intrinsic"]["fx"]
         assert list(topics[CAMERA_INFO_TOPIC][1][1].k) == [0.0] * 9
+
+
+def assert_images_and_masks_match(topics: dict, loader, n: int) -> None:
+    """The bag's first ``n`` images and OOD masks equal the torch loader's, pixel for pixel."""
+    for i in range(n):
+        image, ood = loader[i]
+        np.testing.assert_array_equal(
+            image_array(topics[IMAGE_TOPIC][i][1]), image.permute(1, 2, 0)
+        )
+        np.testing.assert_array_equal(image_array(topics[OOD_MASK_TOPIC][i][1]), ood)
 
 
 def write_fake_smiyc(root: Path, ext: str, labelled: list[str], unlabelled: list[str]) -> Path:
@@ -313,12 +318,7 @@ def test_smiyc_bag_agrees_with_the_loader(tmp_path, ext):
     for topics in (read_rosbags(tmp_path / "bag"), read_mcap(tmp_path / "bag")):
         assert set(topics) == {IMAGE_TOPIC, CAMERA_INFO_TOPIC, OOD_MASK_TOPIC}
         assert_frames_consistent(topics, 2)
-        for i in range(2):
-            image, ood = loader[i]
-            np.testing.assert_array_equal(
-                image_array(topics[IMAGE_TOPIC][i][1]), image.permute(1, 2, 0)
-            )
-            np.testing.assert_array_equal(image_array(topics[OOD_MASK_TOPIC][i][1]), ood)
+        assert_images_and_masks_match(topics, loader, 2)
         assert list(topics[CAMERA_INFO_TOPIC][0][1].k) == [0.0] * 9  # uncalibrated
 
 

@@ -10,6 +10,7 @@ def test_node_bench_measures_every_stage_and_the_copy_baseline():
     assert row["processed"] >= 4
     for stage in ("preprocess", "postprocess", "publish", "end_to_end", "copy"):
         assert 0 < row[f"{stage}_p50"] <= row[f"{stage}_p99"], stage
-    assert row["end_to_end_p50"] >= row["postprocess_p50"] + row["publish_p50"]
+    # every frame's total contains its postprocess and publish time, so the medians keep the order
+    assert row["end_to_end_p50"] >= max(row["postprocess_p50"], row["publish_p50"])
     table = node_bench.format_table([row], 64, 128, "bgr8")
     assert "| obstacle_mask, overlay |" in table and "node / copy" in table

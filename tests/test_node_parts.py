@@ -23,7 +23,7 @@ from nflowjs_perception.image_messages import (
 )
 from nflowjs_perception.parameters import SPECS, check
 from nflowjs_perception.postprocess import Postprocessor
-from ros_support import camvid_frames, image_message, use_private_domain
+from ros_support import camvid_frames, image_message
 
 RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
@@ -167,14 +167,6 @@ def test_the_mailbox_keeps_the_newest_frame_and_counts_replacements():
     assert mailbox.put("frame 3") is False
     mailbox.close()
     assert mailbox.take() is None  # closed: a pending frame is not processed any more
-
-
-@pytest.fixture(scope="module")
-def ros():
-    use_private_domain()
-    rclpy.init()
-    yield
-    rclpy.shutdown()
 
 
 def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):

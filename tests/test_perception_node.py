@@ -18,7 +18,7 @@ from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
-from ros_support import NodeProcess, camvid_frames, image_message, spin_until, use_private_domain
+from ros_support import NodeProcess, camvid_frames, image_message, spin_until
 
 OUTPUTS = {
     "segmentation": "mono8",
@@ -70,20 +70,11 @@ def stamp(msg) -> int:
 
 
 @pytest.fixture(scope="module")
-def ros():
-    use_private_domain()
-    rclpy.init()
-    yield
-    rclpy.shutdown()
-
-
-@pytest.fixture(scope="module")
 def node(ros, ros_install, camvid_bundle, tmp_path_factory):
-    process = NodeProcess(
+    process = start_node(
         ros_install,
+        camvid_bundle,
         tmp_path_factory.mktemp("node") / "node.log",
-        "-p", f"model:={camvid_bundle}",
-        "-p", "backend:=onnxruntime",
         "-p", "diagnostics_period:=0.5",
         "-r", "image:=/test/image",
     )  # fmt: skip
@@ -99,6 +90,13 @@ def listener(ros):
     listener = Listener("test_listener")
     yield listener
     listener.node.destroy_node()
+
+
+def start_node(ros_install, bundle, log, *ros_args: str) -> NodeProcess:
+    """perception_node on ONNX Runtime with ``bundle``, plus ``ros_args``."""
+    return NodeProcess(
+        ros_install, log, "-p", f"model:={bundle}", "-p", "backend:=onnxruntime", *ros_args
+    )
 
 
 def check_outputs(outputs: dict, msg: Image) -> None:
@@ -271,11 +269,10 @@ def test_parameters_are_validated_at_run_time(node, listener):
 
 
 def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
-    process = NodeProcess(
+    process = start_node(
         ros_install,
+        camvid_bundle,
         tmp_path / "node.log",
-        "-p", f"model:={camvid_bundle}",
-        "-p", "backend:=onnxruntime",
         "-p", "image_transport:=compressed",
         "-r", "image:=/test/camera",
         "-r", "__ns:=/compressed",
@@ -327,11 +324,10 @@ def test_a_missing_bundle_stops_the_node_with_one_message(ros_install, tmp_path)
 def test_diagnostics_keep_coming_with_sim_time_and_no_clock(
     ros, ros_install, camvid_bundle, tmp_path
 ):
-    process = NodeProcess(
+    process = start_node(
         ros_install,
+        camvid_bundle,
         tmp_path / "node.log",
-        "-p", f"model:={camvid_bundle}",
-        "-p", "backend:=onnxruntime",
         "-p", "use_sim_time:=true",
         "-p", "diagnostics_period:=0.5",
         "-r", "__ns:=/simtime",
