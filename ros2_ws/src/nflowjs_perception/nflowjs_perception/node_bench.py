@@ -30,6 +30,7 @@ from nflowjs_perception.image_messages import fill_image
 from nflowjs_perception.perception_node import OUTPUTS, PerceptionNode
 
 CLASSES = 19  # Cityscapes-sized palette; road (0) drivable
+DISCOVERY_TIMEOUT_S = 60.0
 
 
 def synthetic_scene(height: int, width: int, seed: int = 0):
@@ -105,7 +106,10 @@ def drive(frames: int, height: int, width: int, rate: float, encoding: str, outp
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin)
     spinner.start()
-    time.sleep(2.0)  # discovery
+    # A best-effort frame is lost unless the node's reader has matched this writer, which
+    # can take seconds on a loaded 2-core machine: the parent says "go" once it has (run()).
+    if sys.stdin.readline().strip() != "go":
+        raise SystemExit("node_bench driver: the benchmark process gave up waiting for discovery")
     for _ in range(frames):
         msg = Image()
         msg.header.stamp = node.get_clock().now().to_msg()
@@ -128,6 +132,25 @@ def copy_baseline(arrays: list[np.ndarray], repeats: int) -> list[float]:
     return times
 
 
+def _wait_for_driver(executor, node: BenchNode, driver: subprocess.Popen, outputs) -> None:
+    """Spin until the node's camera reader and every output writer have matched the driver's."""
+    output_publishers = [node.outputs[o] for o in outputs]
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+    while node.input_subscription.get_publisher_count() == 0 or not all(
+        p.get_subscription_count() for p in output_publishers
+    ):
+        executor.spin_once(timeout_sec=0.05)
+        if time.monotonic() > deadline or driver.poll() is not None:
+            driver.kill()
+            raise RuntimeError(
+                f"node_bench: the driver did not appear on ROS_DOMAIN_ID "
+                f"{os.environ.get('ROS_DOMAIN_ID', '0')} within {DISCOVERY_TIMEOUT_S:.0f} s; "
+                "check that DDS discovery works on this machine"
+            )
+    driver.stdin.write("go\n")
+    driver.stdin.flush()
+
+
 def run(frames: int, height: int, width: int, rate: float, encoding: str, outputs) -> dict:
     """One configuration: the node's stage timings and the copy baseline, as p50/p99 ms."""
     os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
@@ -138,16 +161,20 @@ def run(frames: int, height: int, width: int, rate: float, encoding: str, output
         [sys.executable, "-m", "nflowjs_perception.node_bench", "--driver",
          "--frames", str(frames), "--size", f"{height}x{width}", "--rate", str(rate),
          "--encoding", encoding, "--outputs", ",".join(outputs)],
+        stdin=subprocess.PIPE, text=True,
     )  # fmt: skip
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
+        _wait_for_driver(executor, node, driver, outputs)
         while driver.poll() is None:
             executor.spin_once(timeout_sec=0.1)
     finally:
         node.close()
         node.destroy_node()
         rclpy.shutdown()
+    if driver.returncode != 0:
+        raise RuntimeError(f"node_bench driver failed (exit {driver.returncode}); see above")
     labels, score, mask = results
     published = {"segmentation": labels, "ood_heatmap": score, "obstacle_mask": mask}
     published["overlay"] = frame
