@@ -1,8 +1,8 @@
 """What the ROS 2 tests share: a colcon-built workspace, the node as a real process, spinning.
 
 Each test module talks on its own ROS_DOMAIN_ID so modules (and other programs on the machine)
-never see each other's topics, and uses Fast DDS's LARGE_DATA transports, which 2 MP images
-between processes need (DESIGN.md).
+never see each other's topics, and uses Fast DDS's shared memory with segments that 2 MP images
+need (``nflowjs_perception.dds``: everything here runs on one host).
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import rclpy
 from PIL import Image as PILImage
 from sensor_msgs.msg import Image
 
+from nflowjs_perception import dds
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CAMVID = REPO.parent / "shared" / "data" / "camvid"
 CAMVID_CHECKPOINT = REPO / "models" / "checkpoints" / "camvid-ood-ldn-lite-nflowjs.pt"
@@ -26,9 +28,10 @@ CAMVID_CHECKPOINT = REPO / "models" / "checkpoints" / "camvid-ood-ldn-lite-nflow
 
 def use_private_domain() -> int:
     """Pick a ROS domain for this process and the nodes it starts (before any node exists)."""
-    domain = random.Random(os.getpid() ^ time.monotonic_ns()).randint(1, 200)
+    # <= 101: on Linux, higher ids put DDS ports into the ephemeral range (ROS 2 docs).
+    domain = random.Random(os.getpid() ^ time.monotonic_ns()).randint(1, 101)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ["FASTDDS_BUILTIN_TRANSPORTS"] = "LARGE_DATA"
+    os.environ[dds.ENVIRONMENT_VARIABLE] = dds.SINGLE_HOST
     return domain
 
 

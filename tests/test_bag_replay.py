@@ -29,6 +29,7 @@ from sensor_msgs.msg import Image
 from std_msgs.msg import String
 
 from conftest import write_fake_camvid
+from nflowjs_perception import dds
 from nflowjs_perception.bag_tools import convert, frames, player, replay
 from nflowjs_perception.bag_tools.messages import (
     IMAGE_TOPIC,
@@ -48,7 +49,7 @@ def context(monkeypatch):
     """An rclpy context on a fresh domain; subprocesses inherit the domain from os.environ."""
     # <= 101: on Linux, higher ids put DDS ports into the ephemeral range (ROS 2 docs).
     monkeypatch.setenv("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-    monkeypatch.setenv("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    monkeypatch.setenv(dds.ENVIRONMENT_VARIABLE, dds.SINGLE_HOST)
     ctx = Context()
     rclpy.init(context=ctx)
     yield ctx

@@ -13,11 +13,14 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from rclpy.context import Context
 
+from nflowjs_perception import dds
+
 
 @pytest.fixture
 def domain_env(monkeypatch) -> dict[str, str]:
     """A random ROS_DOMAIN_ID for this test, here and in the probe, so parallel runs stay apart."""
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 100)))
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.randint(1, 101)))
+    monkeypatch.setenv(dds.ENVIRONMENT_VARIABLE, dds.SINGLE_HOST)
     return dict(os.environ)
 
 

@@ -62,7 +62,22 @@ class Listener:
             if spin_until(self.node, lambda: all(key in self.received[o] for o in outputs), 0.5):
                 return {o: self.received[o][key] for o in outputs}
         missing = [o for o in outputs if key not in self.received[o]]
-        raise AssertionError(f"no {missing} for the frame stamped {key} within {timeout} s")
+        raise AssertionError(
+            f"no {missing} for the frame stamped {key} within {timeout} s; "
+            f"{self.where_it_stopped(publisher)}"
+        )
+
+    def where_it_stopped(self, publisher) -> str:
+        """Discovery (who matched whom) and the node's own counters, for a failure message."""
+        matched = {s.topic_name: s.get_publisher_count() for s in self.node.subscriptions}
+        counters = {}  # the latest report of each node on the domain
+        for status in (s for array in self.diagnostics for s in array.status):
+            values = {kv.key: kv.value for kv in status.values}
+            counters[status.name] = {k: values.get(k) for k in ("received", "processed", "bad")}
+        return (
+            f"{publisher.topic_name} matched {publisher.get_subscription_count()} reader(s); "
+            f"writers matched per subscription: {matched}; node diagnostics: {counters or None}"
+        )
 
 
 def stamp(msg) -> int:

@@ -33,6 +33,7 @@ from sensor_msgs.msg import Image as ImageMsg
 from nflowjs_perception.bag_tools.evaluate import evaluate_bag, format_table, write_json
 from nflowjs_perception.bag_tools.messages import deserialize, header_stamp_ns, image_array
 from nflowjs_perception.bag_tools.replay import play, record
+from nflowjs_perception.dds import use_single_host_transport
 
 NODE = "/perception_node"
 IMAGE, GROUND_TRUTH = "/camera/image_raw", "/ground_truth/ood_mask"
@@ -107,7 +108,7 @@ def run(install: Path, bundle: Path, bag: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # A domain of its own, unless the user chose one: the demo must not meet other ROS graphs.
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")  # 2 MP between processes
+    use_single_host_transport()  # 2 MP between processes, all on this host
     node = start_node(install, bundle, out / "node.log")
     stop = threading.Event()
     recorder = threading.Thread(

@@ -26,11 +26,13 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import Image
 
 from nflowjs_perception.bundle import Bundle, BundleClass
+from nflowjs_perception.dds import use_single_host_transport
 from nflowjs_perception.image_messages import fill_image
 from nflowjs_perception.perception_node import OUTPUTS, PerceptionNode
 
 CLASSES = 19  # Cityscapes-sized palette; road (0) drivable
 DISCOVERY_TIMEOUT_S = 60.0
+WARM_UP_SETTLE_S = 1.0  # between the last warm-up frame and the first measured one
 
 
 def synthetic_scene(height: int, width: int, seed: int = 0):
@@ -106,19 +108,30 @@ def drive(frames: int, height: int, width: int, rate: float, encoding: str, outp
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin)
     spinner.start()
-    # A best-effort frame is lost unless the node's reader has matched this writer, which
-    # can take seconds on a loaded 2-core machine: the parent says "go" once it has (run()).
-    if sys.stdin.readline().strip() != "go":
-        raise SystemExit("node_bench driver: the benchmark process gave up waiting for discovery")
+    # Best-effort frames are lost until discovery has finished on both sides, which can take
+    # seconds on a loaded 2-core machine: send warm-up frames until the benchmark process has
+    # seen the node process one and says "go" (run()), then the measured ones.
+    go = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.readline(), go.set()), daemon=True).start()
+    deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
+    while not go.wait(0.1):
+        publish(publisher, node, frame, encoding)
+        if time.monotonic() > deadline:
+            raise SystemExit("node_bench driver: no go from the benchmark process")
+    time.sleep(WARM_UP_SETTLE_S)
     for _ in range(frames):
-        msg = Image()
-        msg.header.stamp = node.get_clock().now().to_msg()
-        publisher.publish(fill_image(msg, msg.header, frame, encoding))
+        publish(publisher, node, frame, encoding)
         time.sleep(1.0 / rate)
     time.sleep(1.0)
     executor.shutdown()
     spinner.join()
     rclpy.shutdown()
+
+
+def publish(publisher, node, frame: np.ndarray, encoding: str) -> None:
+    msg = Image()
+    msg.header.stamp = node.get_clock().now().to_msg()
+    publisher.publish(fill_image(msg, msg.header, frame, encoding))
 
 
 def copy_baseline(arrays: list[np.ndarray], repeats: int) -> list[float]:
@@ -132,28 +145,33 @@ def copy_baseline(arrays: list[np.ndarray], repeats: int) -> list[float]:
     return times
 
 
-def _wait_for_driver(executor, node: BenchNode, driver: subprocess.Popen, outputs) -> None:
-    """Spin until the node's camera reader and every output writer have matched the driver's."""
+def _warm_up(executor, node: BenchNode, driver: subprocess.Popen, outputs) -> None:
+    """Spin until the node has processed a warm-up frame with every output matched, then
+    start the measured frames and forget the warm-up's numbers."""
     output_publishers = [node.outputs[o] for o in outputs]
     deadline = time.monotonic() + DISCOVERY_TIMEOUT_S
-    while node.input_subscription.get_publisher_count() == 0 or not all(
+    while node.stats.counts["processed"] == 0 or not all(
         p.get_subscription_count() for p in output_publishers
     ):
         executor.spin_once(timeout_sec=0.05)
         if time.monotonic() > deadline or driver.poll() is not None:
             driver.kill()
             raise RuntimeError(
-                f"node_bench: the driver did not appear on ROS_DOMAIN_ID "
+                f"node_bench: no frame from the driver on ROS_DOMAIN_ID "
                 f"{os.environ.get('ROS_DOMAIN_ID', '0')} within {DISCOVERY_TIMEOUT_S:.0f} s; "
                 "check that DDS discovery works on this machine"
             )
     driver.stdin.write("go\n")
     driver.stdin.flush()
+    settled = time.monotonic() + WARM_UP_SETTLE_S / 2  # the last warm-up frames get processed
+    while time.monotonic() < settled:
+        executor.spin_once(timeout_sec=0.05)
+    node.stats.reset()
 
 
 def run(frames: int, height: int, width: int, rate: float, encoding: str, outputs) -> dict:
     """One configuration: the node's stage timings and the copy baseline, as p50/p99 ms."""
-    os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
+    use_single_host_transport()
     frame, results = synthetic_scene(height, width)
     rclpy.init()
     node = BenchNode(results, height, width)
@@ -166,7 +184,7 @@ def run(frames: int, height: int, width: int, rate: float, encoding: str, output
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        _wait_for_driver(executor, node, driver, outputs)
+        _warm_up(executor, node, driver, outputs)
         while driver.poll() is None:
             executor.spin_once(timeout_sec=0.1)
     finally:

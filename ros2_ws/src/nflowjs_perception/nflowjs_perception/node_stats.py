@@ -22,6 +22,14 @@ class NodeStats:
         self.counts = {"received": 0, "processed": 0, "dropped": 0, "bad": 0, "failed": 0}
         self._last_report = (time.monotonic(), dict(self.counts))
 
+    def reset(self) -> None:
+        """Forget every frame so far (the benchmark drops its warm-up frames this way)."""
+        with self._lock:
+            for values in self.latency_ms.values():
+                values.clear()
+            self.counts = dict.fromkeys(self.counts, 0)
+            self._last_report = (time.monotonic(), dict(self.counts))
+
     def count(self, name: str) -> None:
         with self._lock:
             self.counts[name] += 1

@@ -153,14 +153,12 @@ class PerceptionNode(Node):
         base = self.resolve_topic_name("image")  # remappings of `image` apply to both transports
         if s["image_transport"] == "compressed":
             self.input_topic = f"{base}/compressed"
-            self.input_subscription = self.create_subscription(
+            self.create_subscription(
                 CompressedImage, self.input_topic, self._receiver(compressed_to_rgb), qos
             )
         else:
             self.input_topic = base
-            self.input_subscription = self.create_subscription(
-                Image, base, self._receiver(image_to_rgb), qos
-            )
+            self.create_subscription(Image, base, self._receiver(image_to_rgb), qos)
 
     # -- receive (executor thread) ------------------------------------------------------------
 

@@ -23,8 +23,9 @@ frame is dropped for being faster than the model. The camera's Image and CameraI
 ``ros2 bag record`` does), and writes raw CDR with log time = receive time. It stops on
 SIGINT/SIGTERM or after ``--duration`` and closes the bag cleanly: what was received is kept.
 
-Processes exchanging large images should set ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA``: with
-Fast DDS's default transports, best-effort 2 MP frames are dropped between processes.
+Processes exchanging large images need ``FASTDDS_BUILTIN_TRANSPORTS`` set (see
+``nflowjs_perception.dds``): with Fast DDS's default transports, best-effort 2 MP frames are
+dropped between processes.
 """
 
 from __future__ import annotations

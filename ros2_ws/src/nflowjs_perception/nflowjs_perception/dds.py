@@ -1,0 +1,27 @@
+"""Fast DDS transport settings for moving 2 MP images between processes.
+
+Fast DDS's default transports drop best-effort 2 MP frames between processes (UDP fragments
+and 512 KB shared-memory segments overflow; DESIGN.md). Two settings deliver them:
+
+- ``LARGE_DATA`` (UDP discovery, shared memory on one host, TCP between hosts): what the launch
+  file and the Docker image use, because a camera, the node and RViz may sit on different hosts.
+- ``SINGLE_HOST``: shared memory only, with segments large enough for a whole 2 MP float32
+  heatmap. The demo, the node benchmark and the tests use it: they run on one host by
+  construction, and Fast DDS 3.2.3 (the PyPI ROS 2 wheels) can hang for ever while a process
+  deletes a participant whose TCP channel is mid-read (eProsima/Fast-DDS#6066, fixed after
+  3.2.3); our test runs met that hang under load. Both sides must use the same setting.
+"""
+
+from __future__ import annotations
+
+import os
+
+ENVIRONMENT_VARIABLE = "FASTDDS_BUILTIN_TRANSPORTS"
+LARGE_DATA = "LARGE_DATA"
+# 2048x1024 32FC1 is 8.4 MB; 64 MB of segment holds a few frames of every output in flight.
+SINGLE_HOST = "SHM?max_msg_size=16MB&sockets_size=64MB"
+
+
+def use_single_host_transport(environ=os.environ) -> str:
+    """Shared memory only for this process and the processes it starts, unless the user chose."""
+    return environ.setdefault(ENVIRONMENT_VARIABLE, SINGLE_HOST)
