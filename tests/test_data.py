@@ -1,5 +1,6 @@
 """Datasets in their real on-disk layout (written by the test) and the paper's augmentations."""
 
+import random
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,8 @@ def test_augmentation_keeps_image_and_label_aligned_and_pads_with_mean_and_ignor
 
 
 def test_random_scale_follows_the_range():
-    torch.manual_seed(1)
+    random.seed(1)  # the scale is drawn with python's random
+    torch.manual_seed(1)  # the crop and flip
     image = tv_tensors.Image(torch.zeros(3, 50, 100, dtype=torch.uint8))
     label = tv_tensors.Mask(torch.zeros(50, 100, dtype=torch.int64))
     # The crop is larger than any scaled image, so the valid rows are the scaled height.
