@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 
 ENVIRONMENT_VARIABLE = "FASTDDS_BUILTIN_TRANSPORTS"
-LARGE_DATA = "LARGE_DATA"
 # 2048x1024 32FC1 is 8.4 MB; 64 MB of segment holds a few frames of every output in flight.
 SINGLE_HOST = "SHM?max_msg_size=16MB&sockets_size=64MB"
 
