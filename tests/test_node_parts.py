@@ -290,3 +290,15 @@ def test_auto_says_why_tensorrt_was_not_used(camvid_bundle):
     assert backend.fallback_reason.startswith("TensorRT not used: ")
     assert "tensorrt" in backend.fallback_reason.lower()
     assert open_backend(camvid_bundle, "auto", "cpu").fallback_reason.endswith("device is cpu")
+
+
+def test_a_fast_dds_without_large_data_settings_is_named_at_start_up():
+    from nflowjs_perception.dds import SINGLE_HOST, transport_warning
+
+    warning = transport_warning({}, "rmw_fastrtps_cpp")
+    assert "FASTDDS_BUILTIN_TRANSPORTS is not set" in warning
+    assert "=LARGE_DATA" in warning and SINGLE_HOST in warning
+    fast_dds = "rmw_fastrtps_cpp"
+    assert transport_warning({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, fast_dds) is None
+    assert transport_warning({"FASTDDS_DEFAULT_PROFILES_FILE": "x.xml"}, fast_dds) is None
+    assert transport_warning({}, "rmw_cyclonedds_cpp") is None  # other middleware: not ours to say

@@ -318,6 +318,26 @@ def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
         process.stop()
 
 
+def test_start_up_warns_when_fast_dds_would_drop_large_frames(
+    ros, ros_install, camvid_bundle, tmp_path, monkeypatch
+):
+    warning = "FASTDDS_BUILTIN_TRANSPORTS is not set"
+    monkeypatch.delenv("FASTDDS_BUILTIN_TRANSPORTS")
+    process = start_node(ros_install, camvid_bundle, tmp_path / "node.log")
+    try:
+        assert process.wait_for_output(warning), process.output()
+        assert "[WARN]" in next(line for line in process.output().splitlines() if warning in line)
+    finally:
+        process.stop()
+    monkeypatch.undo()  # the transport the tests use (ros_support): no warning
+    process = start_node(ros_install, camvid_bundle, tmp_path / "quiet.log")
+    try:
+        assert process.wait_for_output("on onnxruntime"), process.output()
+        assert warning not in process.output()
+    finally:
+        process.stop()
+
+
 def start_and_expect_failure(ros_install, tmp_path, *params: str) -> str:
     args = [a for p in params for a in ("-p", p)]
     process = NodeProcess(ros_install, tmp_path / "node.log", *args)

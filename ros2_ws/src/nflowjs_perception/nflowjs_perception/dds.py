@@ -24,3 +24,21 @@ SINGLE_HOST = "SHM?max_msg_size=16MB&sockets_size=64MB"
 def use_single_host_transport(environ=os.environ) -> str:
     """Shared memory only for this process and the processes it starts, unless the user chose."""
     return environ.setdefault(ENVIRONMENT_VARIABLE, SINGLE_HOST)
+
+
+def transport_warning(environ, rmw: str) -> str | None:
+    """What to tell a user whose Fast DDS would drop large camera frames, or None."""
+    configured = (
+        ENVIRONMENT_VARIABLE,
+        "FASTDDS_DEFAULT_PROFILES_FILE",  # an XML profile may set the transports instead
+        "FASTRTPS_DEFAULT_PROFILES_FILE",
+    )
+    if rmw != "rmw_fastrtps_cpp" or any(environ.get(name) for name in configured):
+        return None
+    return (
+        f"{ENVIRONMENT_VARIABLE} is not set: between processes, Fast DDS's default transports "
+        "drop best-effort camera frames from about 1 MB up (half of 640x480 rgb8, all of 2 MP). "
+        "Set "
+        f"{ENVIRONMENT_VARIABLE}=LARGE_DATA (as road.launch.py does), or, with every process on "
+        f"this host, {ENVIRONMENT_VARIABLE}='{SINGLE_HOST}', for this node and the camera driver"
+    )

@@ -8,6 +8,7 @@ header unchanged; an output nobody subscribes to costs nothing but a subscriber-
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
@@ -24,6 +25,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
+from nflowjs_perception.dds import transport_warning
 from nflowjs_perception.image_messages import (
     FrameError,
     OutputImage,
@@ -106,6 +108,9 @@ class PerceptionNode(Node):
         self._worker.start()
         if getattr(self.backend, "fallback_reason", ""):
             self.get_logger().warning(f"backend auto: {self.backend.fallback_reason}")
+        warning = transport_warning(os.environ, rclpy.get_rmw_implementation_identifier())
+        if warning:
+            self.get_logger().warning(warning)
         self.get_logger().info(
             f"bundle {self.bundle.name!r} ({self.bundle.height}x{self.bundle.width}) on "
             f"{self.backend.name} ({self.backend.device}); OOD threshold {self.threshold:.4f}; "
