@@ -139,7 +139,14 @@ def test_the_launch_file_runs_where_ros2_launch_exists(ros_install, camvid_bundl
         "the Docker image (the launch file is checked statically above)",
     )
     from launch import LaunchDescription, LaunchService
-    from launch.actions import IncludeLaunchDescription, Shutdown, TimerAction
+    from launch.actions import (
+        IncludeLaunchDescription,
+        OpaqueFunction,
+        RegisterEventHandler,
+        Shutdown,
+        TimerAction,
+    )
+    from launch.event_handlers import OnProcessExit, OnProcessIO
     from launch.launch_description_sources import PythonLaunchDescriptionSource
 
     prefix = Path(ros_install) / "nflowjs_perception"
@@ -149,10 +156,24 @@ def test_the_launch_file_runs_where_ros2_launch_exists(ros_install, camvid_bundl
     ):  # what sourcing install/setup.bash does
         monkeypatch.setenv(variable, f"{path}{os.pathsep}{os.environ.get(variable, '')}")
     share = prefix / "share" / "nflowjs_perception"
+    # LaunchService.run() returns 0 even when a node dies at start-up: watch the processes.
+    output: list[str] = []
+    exited_early: list[tuple[str, int]] = []
+    stopping: list[bool] = []
+
+    def keep_output(event) -> None:
+        output.append(event.text.decode())
+
+    def note_exit(event, _context) -> None:
+        if not stopping:
+            exited_early.append((event.action.name, event.returncode))
+
     service = LaunchService()
     service.include_launch_description(
         LaunchDescription(
             [
+                RegisterEventHandler(OnProcessIO(on_stdout=keep_output, on_stderr=keep_output)),
+                RegisterEventHandler(OnProcessExit(on_exit=note_exit)),
                 IncludeLaunchDescription(
                     PythonLaunchDescriptionSource(str(share / "launch" / "road.launch.py")),
                     launch_arguments={
@@ -160,11 +181,17 @@ def test_the_launch_file_runs_where_ros2_launch_exists(ros_install, camvid_bundl
                         "backend": "onnxruntime",
                     }.items(),
                 ),
-                TimerAction(period=10.0, actions=[Shutdown()]),
+                TimerAction(
+                    period=10.0,
+                    actions=[OpaqueFunction(function=lambda _: stopping.append(True)), Shutdown()],
+                ),
             ]
         )
     )
     assert service.run() == 0
+    log = "".join(output)
+    assert not exited_early, f"exited before the launch was shut down: {exited_early}\n{log}"
+    assert f"bundle '{camvid_bundle.name}'" in log and "on onnxruntime" in log, log
 
 
 def test_readme_documents_every_parameter_and_launch_argument():
