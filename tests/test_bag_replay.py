@@ -148,6 +148,7 @@ def test_play_paced_by_a_slow_node_delivers_every_frame(tmp_path, context):
     assert playing.returncode == 0, err
     assert received == stamps
     assert "0 waits timed out" in err
+    assert "is not set" not in err  # the fixture set the transport: no warning
     assert len(masks) == 6
     assert {stamp_ns(c.clock) for c in clock} >= set(stamps[1:])
 
@@ -276,3 +277,11 @@ def test_record_in_process_stops_after_duration(tmp_path, context):
     with Reader(out) as reader:
         (conn,) = reader.connections
         assert conn.ext.offered_qos_profiles[0].reliability.name == "BEST_EFFORT"
+
+
+def test_play_and_record_say_when_fast_dds_would_drop_large_frames(tmp_path, monkeypatch):
+    monkeypatch.delenv(dds.ENVIRONMENT_VARIABLE, raising=False)
+    # a missing bag and an existing --out: each stops with an error right after the warning
+    for command in (("play", str(tmp_path / "no-bag")), ("record", "--out", str(tmp_path), "/a")):
+        _, err = run_module(*command).communicate(timeout=60)
+        assert f"{command[0]}: warning: {dds.ENVIRONMENT_VARIABLE} is not set" in err, err

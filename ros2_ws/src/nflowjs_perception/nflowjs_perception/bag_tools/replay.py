@@ -31,16 +31,20 @@ dropped between processes.
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+import rclpy
+
 from nflowjs_perception.bag_tools.messages import IMAGE_TOPIC
 from nflowjs_perception.bag_tools.player import PlayStats, play
 from nflowjs_perception.bag_tools.recorder import RecordStats, record
 from nflowjs_perception.bag_tools.ros_node import log_stderr
+from nflowjs_perception.dds import transport_warning
 
 __all__ = ["PlayStats", "RecordStats", "main", "play", "play_main", "record", "record_main"]
 
@@ -103,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    warning = transport_warning(os.environ, rclpy.get_rmw_implementation_identifier())
+    if warning:
+        log_stderr(f"{args.command}: warning: {warning}")
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, lambda *_: stop.set())
