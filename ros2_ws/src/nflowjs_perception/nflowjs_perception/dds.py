@@ -38,8 +38,7 @@ def transport_warning(environ, rmw: str) -> str | None:
     return (
         f"{ENVIRONMENT_VARIABLE} is not set: between processes, Fast DDS's default transports "
         "drop best-effort camera frames from about 1 MB up (half of 640x480 rgb8, all of 2 MP). "
-        "Set "
-        f"{ENVIRONMENT_VARIABLE}=LARGE_DATA (as road.launch.py does), or, with every process on "
-        f"this host, {ENVIRONMENT_VARIABLE}='{SINGLE_HOST}', in every process that sends or "
+        f"Set {ENVIRONMENT_VARIABLE}=LARGE_DATA (as road.launch.py does), or, with every process "
+        f"on this host, {ENVIRONMENT_VARIABLE}='{SINGLE_HOST}', in every process that sends or "
         "receives camera images"
     )
