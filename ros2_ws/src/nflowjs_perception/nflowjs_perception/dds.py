@@ -21,13 +21,22 @@ ENVIRONMENT_VARIABLE = "FASTDDS_BUILTIN_TRANSPORTS"
 SINGLE_HOST = "SHM?max_msg_size=16MB&sockets_size=64MB"
 
 
-def use_single_host_transport(environ=os.environ) -> str:
+def use_single_host_transport() -> str:
     """Shared memory only for this process and the processes it starts, unless the user chose."""
-    return environ.setdefault(ENVIRONMENT_VARIABLE, SINGLE_HOST)
+    return os.environ.setdefault(ENVIRONMENT_VARIABLE, SINGLE_HOST)
 
 
-def transport_warning(environ, rmw: str) -> str | None:
-    """What to tell a user whose Fast DDS would drop large camera frames, or None."""
+def transport_warning(environ=None, rmw: str | None = None) -> str | None:
+    """What to tell a user whose Fast DDS would drop large camera frames, or None.
+
+    Defaults: this process's environment and middleware.
+    """
+    if environ is None:
+        environ = os.environ
+    if rmw is None:
+        import rclpy  # here, so the constants above stay importable without ROS
+
+        rmw = rclpy.get_rmw_implementation_identifier()
     configured = (
         ENVIRONMENT_VARIABLE,
         "FASTDDS_DEFAULT_PROFILES_FILE",  # an XML profile may set the transports instead

@@ -8,7 +8,6 @@ header unchanged; an output nobody subscribes to costs nothing but a subscriber-
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -108,7 +107,7 @@ class PerceptionNode(Node):
         self._worker.start()
         if getattr(self.backend, "fallback_reason", ""):
             self.get_logger().warning(f"backend auto: {self.backend.fallback_reason}")
-        warning = transport_warning(os.environ, rclpy.get_rmw_implementation_identifier())
+        warning = transport_warning()
         if warning:
             self.get_logger().warning(warning)
         self.get_logger().info(

@@ -31,14 +31,11 @@ dropped between processes.
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-
-import rclpy
 
 from nflowjs_perception.bag_tools.messages import IMAGE_TOPIC
 from nflowjs_perception.bag_tools.player import PlayStats, play
@@ -107,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    warning = transport_warning(os.environ, rclpy.get_rmw_implementation_identifier())
+    warning = transport_warning()
     if warning:
         log_stderr(f"{args.command}: warning: {warning}")
     stop = threading.Event()
