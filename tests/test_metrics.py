@@ -148,3 +148,56 @@ def test_open_miou_equals_closed_miou_with_ideal_ood_detection():
     blind = ConfusionMatrix(k + 1)  # no OOD detection: anomalies become false positives
     blind.update(closed, target)
     assert open_miou(blind) < closed_cm.miou() - 0.05
+
+
+def near_uniform_case(seed: int = 0, n: int = 200_000) -> tuple[np.ndarray, np.ndarray]:
+    """JS/JS_max of anomalies log-uniform in [1e-6, 3e-4], of inliers in [1e-4, 1e-1]: what a
+    model trained with NFlowJS gives (anomalies pushed to near-uniform predictions)."""
+    rng = np.random.default_rng(seed)
+    gt = (rng.random(n) < 0.05).astype(np.uint8)
+    low, high = np.where(gt == 1, 1e-6, 1e-4), np.where(gt == 1, 3e-4, 1e-1)
+    ratio = np.exp(rng.uniform(np.log(low), np.log(high)))
+    return ratio, gt
+
+
+def test_near_uniform_predictions_keep_their_order():
+    """The JSD score is accumulated as -JS/JS_max: AP as scikit-learn's on the exact ratios
+    (bucketing the exported form 1 - JS/JS_max instead gives AP 0.28 here, not 0.89)."""
+    ratio, gt = near_uniform_case()
+    key = (-ratio).astype(np.float32)
+    ours = accumulate([(key, gt)]).compute()
+    ap, fpr95, auroc = sklearn_reference(-ratio, gt)
+    assert ap > 0.8
+    assert ours.ap == pytest.approx(ap, abs=0.002)
+    assert ours.fpr95 == pytest.approx(fpr95, abs=0.002)
+    assert ours.auroc == pytest.approx(auroc, abs=0.002)
+
+
+def test_jsd_is_accumulated_with_resolution_near_uniform_predictions():
+    """evaluate's JSD map is the key form (-JS/JS_max), ordered like the exported score."""
+    from nflowjs.evaluation import as_metric_key, as_score, score_maps
+    from nflowjs.scores import jsd_ood_score
+
+    logits = torch.zeros(1, 9, 1, 4)
+    logits[0, 0, 0] = torch.tensor([0.02, 0.05, 0.1, 1.0])  # near-uniform to confident
+    key = score_maps(logits, temperature=2.0)["jsd"][0]
+    score = jsd_ood_score(logits, 2.0)[0, 0]
+    assert (key[:-1] > key[1:]).all()  # distinct and ordered like the score
+    assert torch.allclose(1 + key.double(), score.double(), atol=1e-7)
+    assert as_score("jsd", as_metric_key("jsd", 0.75)) == pytest.approx(0.75)
+    assert as_score("energy", -3.0) == -3.0
+
+
+def test_threshold_at_fpr_keeps_false_alarms_within_the_budget():
+    rng = np.random.default_rng(7)
+    gt = (rng.random(100_000) < 0.1).astype(np.uint8)
+    scores = (rng.normal(size=100_000) + 2.5 * gt).astype(np.float32)
+    acc = accumulate([(scores, gt)])
+    for target in (0.01, 0.05):
+        threshold = acc.threshold_at_fpr(target)
+        flagged = scores >= threshold
+        fpr, tpr = flagged[gt == 0].mean(), flagged[gt == 1].mean()
+        assert target - 0.001 < fpr <= target
+        assert acc.rates_at(threshold) == pytest.approx((tpr, fpr))
+    assert acc.threshold_at_fpr(0.01) > acc.threshold_at_fpr(0.05)
+    assert acc.rates_at(math.inf) == (0.0, 0.0)

@@ -1,5 +1,11 @@
 """``nflowjs evaluate``: pooled OOD metrics for the JSD score and the baselines, mIoU, open-mIoU.
 
+Each score also gets operating points: its thresholds at TPR 95 % and at 1 % and 5 % inlier
+false-positive rate, with the TPR/FPR they give on this split. Thresholds for deployment come
+from the val split; ``operating_points_from`` (a val ``results.json``) reports what those
+thresholds give on the split evaluated here. The JSD score is accumulated as ``jsd_ood_key``
+(same order, resolution where anomalies live); thresholds are stored as scores.
+
 Two passes over the test set keep memory bounded on 2 MP data: the first accumulates score
 histograms and the closed-set confusion; the second, with each score's TPR-95 % threshold known,
 fills the (K+1)-class confusions behind open-mIoU. Writes ``results.json``, ``results.md`` and
@@ -9,6 +15,7 @@ heatmap PNGs of the first images that contain anomalies.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -18,13 +25,39 @@ from nflowjs.checkpoint import build_segmenter, load_checkpoint
 from nflowjs.data.registry import build_dataset, is_ood_only
 from nflowjs.data.transforms import to_model_input
 from nflowjs.metrics import ConfusionMatrix, OODMetricAccumulator, open_miou, open_set_labels
-from nflowjs.scores import SCORES, jsd_ood_score
+from nflowjs.scores import SCORES, jsd_ood_key, jsd_score_from_key
+
+# Inlier false-positive rates of the low-false-alarm operating points (besides TPR 95 %).
+FALSE_ALARM_RATES = {"fpr1": 0.01, "fpr5": 0.05}
 
 
 def score_maps(logits: torch.Tensor, temperature: float) -> dict[str, torch.Tensor]:
-    """Every OOD score of (1, K, H, W) logits as (H, W) maps; T applies to the JSD score only."""
+    """Every OOD score of (1, K, H, W) logits as (H, W) maps, in the form metrics accumulate
+    (``jsd_ood_key`` for the JSD score); T applies to the JSD score only."""
     maps = {name: fn(logits)[0] for name, fn in SCORES.items() if name != "jsd"}
-    return {"jsd": jsd_ood_score(logits, temperature)[0], **maps}
+    return {"jsd": jsd_ood_key(logits, temperature)[0], **maps}
+
+
+def as_score(name: str, threshold: float) -> float:
+    """A threshold of ``score_maps``'s form as one on the exported score."""
+    return jsd_score_from_key(threshold) if name == "jsd" else threshold
+
+
+def as_metric_key(name: str, threshold: float) -> float:
+    return threshold - 1.0 if name == "jsd" else threshold
+
+
+def operating_points(accumulator: OODMetricAccumulator, name: str) -> dict:
+    """Thresholds at TPR 95 % and at each false-alarm rate, with their TPR and FPR here."""
+    keys = {"tpr95": accumulator.threshold_at_tpr(0.95)}
+    keys |= {point: accumulator.threshold_at_fpr(rate) for point, rate in FALSE_ALARM_RATES.items()}
+    return {point: _rates(accumulator, name, key) for point, key in keys.items()}
+
+
+def _rates(accumulator: OODMetricAccumulator, name: str, key: float) -> dict:
+    tpr, fpr = accumulator.rates_at(key)
+    threshold = None if math.isinf(key) else as_score(name, key)
+    return {"threshold": threshold, "TPR": tpr, "FPR": fpr}
 
 
 def evaluate(
@@ -36,6 +69,7 @@ def evaluate(
     temperature: float = 2.0,
     heatmaps: int = 8,
     device: str | None = None,
+    operating_points_from: str | None = None,
 ) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     payload = load_checkpoint(checkpoint)
@@ -63,13 +97,15 @@ def evaluate(
         for name, score in maps.items():
             ood[name].update(score.cpu(), ood_gt)
         if pictures < heatmaps and (ood_gt == 1).any():
-            _save_heatmap(out / f"heatmap_{pictures:02d}.png", image, maps["jsd"].cpu(), ood_gt)
+            jsd = jsd_score_from_key(maps["jsd"].cpu())
+            _save_heatmap(out / f"heatmap_{pictures:02d}.png", image, jsd, ood_gt)
             pictures += 1
 
     metrics = {name: acc.compute() for name, acc in ood.items()}
-    thresholds = {
-        name: acc.threshold_at_tpr(0.95) for name, acc in ood.items() if metrics[name].anomalies
+    points = {
+        name: operating_points(acc, name) for name, acc in ood.items() if metrics[name].anomalies
     }
+    thresholds = {name: ood[name].threshold_at_tpr(0.95) for name in points}
     open_confusions = {name: ConfusionMatrix(k + 1) for name in thresholds if labelled}
     if open_confusions:
         for image, label, ood_gt in tqdm(data, desc="evaluate (pass 2/2)"):
@@ -97,15 +133,32 @@ def evaluate(
             name: {
                 **m.as_dict(),
                 "open_mIoU": open_miou(open_confusions[name]) if name in open_confusions else None,
-                "threshold_tpr95": thresholds.get(name),
+                "threshold_tpr95": points[name]["tpr95"]["threshold"] if name in points else None,
+                "operating_points": points.get(name, {}),
             }
             for name, m in metrics.items()
         },
     }
+    if operating_points_from:
+        results["operating_points_from"] = _operating_points_from(operating_points_from, ood)
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown_table(results))
     print(markdown_table(results))
     return results
+
+
+def _operating_points_from(path: str, ood: dict[str, OODMetricAccumulator]) -> dict:
+    """The TPR/FPR here of the thresholds another (val) evaluation chose."""
+    chosen = json.loads(Path(path).read_text())
+    found = {}
+    for name, score in chosen["scores"].items():
+        found[name] = {
+            point: _rates(ood[name], name, as_metric_key(name, p["threshold"]))
+            if p["threshold"] is not None
+            else {"threshold": None, "TPR": 0.0, "FPR": 0.0}
+            for point, p in score.get("operating_points", {}).items()
+        }
+    return {"source": str(path), "split": chosen.get("split"), "scores": found}
 
 
 def markdown_table(results: dict) -> str:
@@ -123,6 +176,22 @@ def markdown_table(results: dict) -> str:
             f"| {name} | {100 * m['AP']:.1f} | {100 * m['FPR95']:.1f} | "
             f"{100 * m['AUROC']:.1f} | {open_m} |"
         )
+    source = results.get("operating_points_from")
+    if source:
+        lines += [
+            "",
+            f"Operating points chosen on {source['split']} ({source['source']}), here:",
+            "",
+            "| score | point | threshold | TPR % | FPR % |",
+            "|---|---|---|---|---|",
+        ]
+        for name, points in source["scores"].items():
+            for point, p in points.items():
+                threshold = "none" if p["threshold"] is None else f"{p['threshold']:.6g}"
+                lines.append(
+                    f"| {name} | {point} | {threshold} | {100 * p['TPR']:.1f} | "
+                    f"{100 * p['FPR']:.2f} |"
+                )
     return "\n".join(lines) + "\n"
 
 

@@ -88,19 +88,49 @@ class OODMetricAccumulator:
         return OODMetrics(ap, fpr95, auroc, n_in, n_ano)
 
     def threshold_at_tpr(self, tpr_target: float = 0.95) -> float:
-        """The lowest bucket's score edge at which TPR first reaches ``tpr_target``.
+        """The highest threshold whose TPR reaches ``tpr_target`` (a lower bucket edge).
 
         Scores >= the returned value are flagged; used for open-mIoU (StreetHazards style).
         """
-        ano = self.anomaly_counts.cpu().numpy()
-        total = ano.sum()
-        if total == 0:
+        if self.anomaly_counts.sum() == 0:
             raise ValueError("no anomaly pixels were seen, so no TPR threshold exists")
-        from_top = np.cumsum(ano[::-1])
-        bucket = len(ano) - 1 - int(np.searchsorted(from_top, tpr_target * total - 1e-9))
-        key = np.uint32(bucket << (32 - _BUCKET_BITS))
-        bits = key - np.uint32(0x80000000) if key >= 0x80000000 else np.uint32(0xFFFFFFFF) - key
-        return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
+        tpr = self._flagged_from_top(self.anomaly_counts)
+        return _bucket_floor(len(tpr) - 1 - int(np.searchsorted(tpr, tpr_target - 1e-12)))
+
+    def threshold_at_fpr(self, fpr_target: float) -> float:
+        """The lowest threshold (a bucket edge) that flags at most ``fpr_target`` of inliers.
+
+        The operating point a robot wants: the most anomalies found within a false-alarm budget.
+        """
+        if self.inlier_counts.sum() == 0:
+            raise ValueError("no inlier pixels were seen, so no false-positive rate exists")
+        fpr = self._flagged_from_top(self.inlier_counts)
+        within = int(np.searchsorted(fpr, fpr_target + 1e-12, side="right"))  # buckets from top
+        return _bucket_floor(len(fpr) - within) if within else math.inf
+
+    def rates_at(self, threshold: float) -> tuple[float, float]:
+        """(TPR, FPR) of flagging scores >= ``threshold``."""
+        if math.isinf(threshold):
+            return 0.0, 0.0
+        first = int(_order_preserving_buckets(torch.tensor([threshold]))[0])
+        rates = []
+        for counts in (self.anomaly_counts, self.inlier_counts):
+            counts = counts.cpu().numpy()
+            rates.append(float(counts[first:].sum() / max(1, counts.sum())))
+        return rates[0], rates[1]
+
+    @staticmethod
+    def _flagged_from_top(counts: torch.Tensor) -> np.ndarray:
+        """Fraction of ``counts`` at or above each bucket, from the highest bucket down."""
+        counts = counts.cpu().numpy()
+        return np.cumsum(counts[::-1]) / counts.sum()
+
+
+def _bucket_floor(bucket: int) -> float:
+    """The smallest float32 score in ``bucket`` (the inverse of ``_order_preserving_buckets``)."""
+    key = np.uint32(bucket << (32 - _BUCKET_BITS))
+    bits = key - np.uint32(0x80000000) if key >= 0x80000000 else np.uint32(0xFFFFFFFF) - key
+    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
 
 
 class ConfusionMatrix:

@@ -45,6 +45,21 @@ def jsd_ood_score(logits: torch.Tensor, temperature: float = 2.0, dim: int = 1) 
     return 1.0 - jsd_to_uniform(logits, temperature, dim) / max_jsd_to_uniform(k)
 
 
+def jsd_ood_key(logits: torch.Tensor, temperature: float = 2.0, dim: int = 1) -> torch.Tensor:
+    """``-JS(U, softmax(l/T)) / JS_max(K)``: ordered like ``jsd_ood_score`` (score = 1 + key).
+
+    Metrics and thresholds use this form: near-uniform predictions, the very pixels NFlowJS
+    trains anomalies towards, have JS/JS_max around 1e-6..1e-3, which float32 keeps to full
+    relative precision here but rounds to a few steps of 6e-8 in ``1 - JS/JS_max``.
+    """
+    return -jsd_to_uniform(logits, temperature, dim) / max_jsd_to_uniform(logits.shape[dim])
+
+
+def jsd_score_from_key(key: float) -> float:
+    """A threshold on ``jsd_ood_key`` as a threshold on ``jsd_ood_score`` (the exported score)."""
+    return 1.0 + key
+
+
 def msp_score(logits: torch.Tensor, temperature: float = 1.0, dim: int = 1) -> torch.Tensor:
     """Max-softmax baseline (Hendrycks & Gimpel): 1 - max_k softmax(l/T)_k."""
     return 1.0 - F.softmax(logits / temperature, dim=dim).amax(dim=dim)
