@@ -43,7 +43,7 @@ def tiny_flow() -> DenseFlow:
 def write_fake_camvid(root: Path, frames: int = 3, size=(36, 48)) -> Path:
     """SegNet layout: {split}/images/<seq>_<frame>.jpg + {split}/labels/<same>.png (ids 0-11)."""
     rng = np.random.default_rng(0)
-    for split in ("train", "test"):
+    for split in ("train", "test", "val"):
         (root / split / "images").mkdir(parents=True)
         (root / split / "labels").mkdir(parents=True)
         for i in range(frames):

@@ -138,6 +138,13 @@ def test_three_stages_resume_and_evaluate(tmp_path, camvid, capsys):
         events.Tags()["scalars"]
     )
     assert "stage2/mixed_inputs_and_ood_maps" in events.Tags()["images"]
+    assert {"stage2/val_mIoU", "stage2/val_jsd_AP"} <= set(events.Tags()["scalars"])
+    # every stage-1/2 epoch was validated on the val split
+    for stage, epochs in (("stage1", [1, 2]), ("stage2", [1])):
+        lines = (run / stage / "val.jsonl").read_text().splitlines()
+        records = [json.loads(line) for line in lines]
+        assert [r["epoch"] for r in records] == epochs
+        assert all(0 <= r["mIoU"] <= 1 and 0 <= r["jsd_FPR95"] <= 1 for r in records)
 
     # An inference copy keeps what the runtime needs and loads back into the same network.
     slim = tmp_path / "slim.pt"
@@ -177,6 +184,29 @@ def test_three_stages_resume_and_evaluate(tmp_path, camvid, capsys):
     assert results["anomaly_pixels"] > 0 and 0 <= results["mIoU"] <= 1
     assert "| jsd |" in (out / "results.md").read_text()
     assert (out / "heatmap_00.png").stat().st_size > 1000
+
+    # operating points chosen on val, measured on test
+    evaluate = ["evaluate", "--checkpoint", str(run / "stage2" / "last.pt")]
+    evaluate += ["--dataset", "camvid-ood", "--root", str(camvid), "--heatmaps", "0"]
+    main([*evaluate, "--split", "val", "--out", str(tmp_path / "val")])
+    val = json.loads((tmp_path / "val" / "results.json").read_text())
+    points = val["scores"]["jsd"]["operating_points"]
+    assert set(points) == {"tpr95", "fpr1", "fpr5"}
+    assert points["tpr95"]["TPR"] >= 0.95 and points["fpr5"]["FPR"] <= 0.05
+    assert points["tpr95"]["threshold"] == val["scores"]["jsd"]["threshold_tpr95"]
+    main(
+        [
+            *evaluate,
+            "--out",
+            str(out),
+            "--operating-points-from",
+            str(tmp_path / "val/results.json"),
+        ]
+    )
+    measured = json.loads((out / "results.json").read_text())["operating_points_from"]
+    assert measured["split"] == "val"
+    assert set(measured["scores"]["jsd"]) == {"tpr95", "fpr1", "fpr5"}
+    assert "Operating points chosen on val" in (out / "results.md").read_text()
 
 
 def test_stage2_without_stage1_names_the_missing_step(tmp_path, camvid, capsys):

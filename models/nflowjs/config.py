@@ -19,6 +19,7 @@ class DataConfig:
     dataset: str = "camvid-ood"
     root: str = "data/camvid"
     train_split: str = "train"
+    val_split: str = "val"  # validated after every stage-1/2 epoch; "" turns validation off
     base_size: int = 1024  # shorter side before the random scale
     crop_size: int = 768
     scale: tuple[float, float] = (0.5, 2.0)

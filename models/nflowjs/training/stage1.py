@@ -21,6 +21,7 @@ from nflowjs.training.common import (
     training_loader,
     unwrap,
 )
+from nflowjs.training.validation import validate_epoch
 
 
 def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
@@ -70,6 +71,7 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
         scheduler.step()
         if writer:
             writer.add_scalar("stage1/lr_decoder", optimizer.param_groups[1]["lr"], step)
+        validate_epoch(trained, config, runtime, files, epoch + 1, writer, step)
         files.save(
             runtime,
             {

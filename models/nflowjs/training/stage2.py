@@ -29,6 +29,7 @@ from nflowjs.training.common import (
     training_loader,
     unwrap,
 )
+from nflowjs.training.validation import validate_epoch
 
 
 def nflowjs_step(
@@ -146,6 +147,7 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
             scheduler.step()
         if writer and (epoch + 1) % config.runtime.log_images_every == 0:
             _log_images(writer, batch.images, logits, config.runtime.temperature, step)
+        validate_epoch(segmenter, config, runtime, files, epoch + 1, writer, step)
         files.save(
             runtime,
             {
