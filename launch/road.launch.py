@@ -24,7 +24,8 @@ ARGUMENTS = {
     ),
     "image_topic": ("/camera/image_raw", "camera image topic (sensor_msgs/Image)"),
     "backend": ("", "auto | tensorrt | onnxruntime | torch (default: the params file's)"),
-    "ood_threshold": ("", "OOD score threshold in [0, 1] (default: the bundle's)"),
+    "operating_point": ("", "fpr1 | fpr5 | tpr95 from the bundle (default: the bundle's, fpr1)"),
+    "ood_threshold": ("", "OOD score threshold in [0, 1], overrides operating_point"),
     "use_rviz": ("false", "start RViz2 with the overlay, heatmap and obstacle displays"),
     "rviz_config": (PathJoinSubstitution([SHARE, "rviz", "road.rviz"]), "RViz2 config file"),
     "use_sim_time": ("false", "use /clock (bag playback with --clock)"),
@@ -37,6 +38,7 @@ ARGUMENTS = {
 OVERRIDES = {
     "model": str,
     "backend": str,
+    "operating_point": str,
     "ood_threshold": float,
     "engine_cache_dir": str,
     "build_engine_if_missing": lambda text: text.lower() == "true",

@@ -70,7 +70,10 @@ def camvid_bundle(tmp_path_factory) -> Path:
     from ros_support import CAMVID_CHECKPOINT
 
     out = tmp_path_factory.mktemp("bundles") / "camvid-ood-180x240"
-    return export_onnx(CAMVID_CHECKPOINT, out, height=180, width=240, threshold=0.7)
+    points = {"fpr1": {"threshold": 0.7}, "tpr95": {"threshold": 0.5}}  # round numbers for tests
+    return export_onnx(
+        CAMVID_CHECKPOINT, out, 180, 240, 0.7, operating_points=points, threshold_point="fpr1"
+    )
 
 
 @pytest.fixture(scope="module")

@@ -226,28 +226,83 @@ def test_an_engine_added_later_is_hashed_into_the_bundle(bundle, tmp_path):
         load_bundle(copy)
 
 
-def test_cli_export_takes_the_threshold_from_an_evaluation(checkpoint, tmp_path, capsys):
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps({"scores": {"jsd": {"threshold_tpr95": 0.42}}}))
+def evaluation_results(path: Path, split: str) -> Path:
+    points = {
+        "fpr1": {"threshold": 0.97, "TPR": 0.4, "FPR": 0.01},
+        "fpr5": {"threshold": 0.8, "TPR": 0.7, "FPR": 0.05},
+        "tpr95": {"threshold": 0.42, "TPR": 0.95, "FPR": 0.3},
+    }
+    path.write_text(json.dumps({"split": split, "scores": {"jsd": {"operating_points": points}}}))
+    return path
+
+
+def test_cli_export_takes_operating_points_from_a_val_evaluation(checkpoint, tmp_path, capsys):
+    results = evaluation_results(tmp_path / "results.json", "val")
     out = tmp_path / "b"
+    export = ["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out)]
+    main([*export, "--size", "64x64", "--threshold-from", str(results)])
+    bundle = load_bundle(out)
+    assert (bundle.ood_threshold, bundle.ood_threshold_point) == (0.97, "fpr1")  # low false alarms
+    assert bundle.operating_points["tpr95"] == {
+        "threshold": 0.42,
+        "TPR": 0.95,
+        "FPR": 0.3,
+        "split": "val",
+    }
     main(
-        [
-            "export",
-            "onnx",
-            "--checkpoint",
-            str(checkpoint),
-            "--out",
-            str(out),
-            "--size",
-            "64x64",
-            "--threshold-from",
-            str(results),
-        ]
+        [*export, "--size", "64x64", "--threshold-from", str(results), "--operating-point", "tpr95"]
     )
     assert load_bundle(out).ood_threshold == 0.42
     with pytest.raises(SystemExit):
-        main(["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(out), "--size", "64"])
+        main(
+            [
+                *export,
+                "--size",
+                "64x64",
+                "--threshold-from",
+                str(results),
+                "--operating-point",
+                "fpr2",
+            ]
+        )
+    assert "'fpr2': " in (err := capsys.readouterr().err) and "['fpr1', 'fpr5', 'tpr95']" in err
+    with pytest.raises(SystemExit):
+        main([*export, "--size", "64"])
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
+
+
+def test_cli_export_refuses_thresholds_chosen_on_the_test_split(checkpoint, tmp_path, capsys):
+    results = evaluation_results(tmp_path / "results.json", "test")
+    with pytest.raises(SystemExit):
+        main(
+            [
+                *["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b")],
+                *["--size", "64x64", "--threshold-from", str(results)],
+            ]
+        )
+    assert "nflowjs evaluate --split val" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
+
+
+@pytest.mark.parametrize(
+    ("edit", "error"),
+    [
+        (lambda j: j.update(ood_threshold_point="fpr9"), r"'fpr9' is not one of .*\['fpr1'\]"),
+        (lambda j: j.update(ood_threshold=0.5), "differs from operating point 'fpr1'"),
+        (lambda j: j["operating_points"]["fpr1"].pop("threshold"), "finite 'threshold'"),
+    ],
+)
+def test_bundle_operating_points_are_validated(bundle, tmp_path, edit, error):
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    raw = json.loads((copy / "bundle.json").read_text())
+    raw["operating_points"] = {"fpr1": {"threshold": raw["ood_threshold"], "split": "val"}}
+    raw["ood_threshold_point"] = "fpr1"
+    (copy / "bundle.json").write_text(json.dumps(raw))
+    assert load_bundle(copy).ood_threshold_point == "fpr1"
+    edit(raw)
+    (copy / "bundle.json").write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match=error):
+        load_bundle(copy)
 
 
 def test_gpu_check_smoke_on_cpu(capsys):

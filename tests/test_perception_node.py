@@ -272,14 +272,28 @@ def test_parameters_are_validated_at_run_time(node, listener):
     (area,) = set_parameters(listener, [Parameter("min_obstacle_area", value=-1)])
     assert not area.successful
 
-    # the new threshold is used: fewer OOD pixels at 0.9 than at the bundle's 0.7
+    (unknown_point,) = set_parameters(listener, [Parameter("operating_point", value="fpr7")])
+    assert not unknown_point.successful and "['fpr1', 'tpr95']" in unknown_point.reason
+
+    # the new threshold is used
     publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
-    msg = image_message(camvid_frames(1)[0], "rgb8", listener.next_stamp(), "cam")
-    outputs = listener.roundtrip(publisher, msg, ("segmentation", "ood_heatmap"))
-    labels = np.frombuffer(outputs["segmentation"].data, np.uint8)
-    heat = np.frombuffer(outputs["ood_heatmap"].data, np.float32)
-    assert np.array_equal(labels == UNKNOWN, heat > 0.9)
-    (reset,) = set_parameters(listener, [Parameter("ood_threshold", value=-1.0)])
+
+    def flagged_where_heat_above(threshold: float) -> bool:
+        msg = image_message(camvid_frames(1)[0], "rgb8", listener.next_stamp(), "cam")
+        outputs = listener.roundtrip(publisher, msg, ("segmentation", "ood_heatmap"))
+        labels = np.frombuffer(outputs["segmentation"].data, np.uint8)
+        heat = np.frombuffer(outputs["ood_heatmap"].data, np.float32)
+        return np.array_equal(labels == UNKNOWN, heat > threshold)
+
+    assert flagged_where_heat_above(0.9)
+    # ood_threshold -1 hands over to the operating point, and a named one is the bundle's value
+    (point,) = set_parameters(
+        listener,
+        [Parameter("ood_threshold", value=-1.0), Parameter("operating_point", value="tpr95")],
+    )
+    assert point.successful
+    assert flagged_where_heat_above(0.5)
+    (reset,) = set_parameters(listener, [Parameter("operating_point", value="")])
     assert reset.successful
 
 
@@ -413,6 +427,7 @@ def test_a_corrupt_bundle_stops_the_node_with_one_message(ros_install, camvid_bu
     ("param", "words"),
     [
         ("ood_threshold:=2.0", "ood_threshold"),
+        ("operating_point:=fpr2", "it has ['fpr1', 'tpr95']"),
         ("temperature:=3.0", "T = 2.0 built into its graph"),
         ("backend:=tensorflow", "choose one of"),
         ("min_obstacle_area:=-5", "min_obstacle_area"),

@@ -24,6 +24,7 @@ LAUNCH_ARGUMENTS = {  # the issue's list, plus the TensorRT engine cache and the
     "model",
     "image_topic",
     "backend",
+    "operating_point",
     "ood_threshold",
     "use_rviz",
     "rviz_config",

@@ -54,8 +54,13 @@ def export_onnx(
     name: str | None = None,
     opset: int = 18,
     torch_model: bool = True,
+    operating_points: dict[str, dict] | None = None,
+    threshold_point: str = "",
 ) -> Path:
     """Export and write a bundle folder; returns its path.
+
+    ``operating_points`` (name -> {"threshold", "TPR", "FPR", "split"}) go into bundle.json;
+    ``threshold_point`` names the one ``threshold`` is.
 
     ``torch_model=False`` leaves out ``model.pt`` (the torch backend's copy of the segmenter):
     a smaller bundle for ONNX Runtime and TensorRT only, like the demo bundle in the repository.
@@ -114,6 +119,8 @@ def export_onnx(
             opset=opset,
             checkpoint_sha256=sha256_file(Path(checkpoint)),
             exporter_version=nflowjs_export.__version__,
+            operating_points=operating_points or {},
+            ood_threshold_point=threshold_point,
         )
         files = {"model.onnx": onnx_path}
         if torch_model:

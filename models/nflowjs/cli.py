@@ -56,6 +56,7 @@ def _evaluate(args) -> None:
         out_dir=args.out,
         temperature=args.temperature,
         heatmaps=args.heatmaps,
+        operating_points_from=args.operating_points_from,
     )
 
 
@@ -64,11 +65,21 @@ def _export(args) -> None:
         from nflowjs_export.onnx_export import export_onnx
 
         height, width = _size(args.size)
-        threshold = args.threshold
+        threshold, points, point = args.threshold, {}, ""
         if args.threshold_from:
-            threshold = _threshold_from(args.threshold_from)
+            points = _operating_points(args.threshold_from)
+            if args.threshold is None:
+                point = args.operating_point
+                if point not in points:
+                    raise ValueError(
+                        f"--operating-point {point!r}: {args.threshold_from} has {sorted(points)}"
+                    )
+                threshold = points[point]["threshold"]
         if threshold is None:
-            raise ValueError("give --threshold or --threshold-from results.json (nflowjs evaluate)")
+            raise ValueError(
+                "give --threshold-from val/results.json (nflowjs evaluate --split val) "
+                "or --threshold"
+            )
         drivable = args.drivable.split(",") if args.drivable else None
         folder = export_onnx(
             args.checkpoint,
@@ -82,8 +93,10 @@ def _export(args) -> None:
             drivable,
             opset=args.opset,
             torch_model=not args.no_torch_model,
+            operating_points=points,
+            threshold_point=point,
         )
-        print(f"wrote bundle {folder} (threshold {threshold:.4f})")
+        print(f"wrote bundle {folder} (threshold {threshold:.6g}, {point or 'set by hand'})")
     else:
         from nflowjs_export.tensorrt_build import build_engine, build_with_torch_tensorrt
 
@@ -107,15 +120,26 @@ def _size(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _threshold_from(path: str) -> float:
+def _operating_points(path: str) -> dict[str, dict]:
+    """The JSD operating points of a val ``results.json``; a test split's are refused."""
     import json
     from pathlib import Path
 
     results = json.loads(Path(path).read_text())
-    threshold = results.get("scores", {}).get("jsd", {}).get("threshold_tpr95")
-    if threshold is None:
-        raise ValueError(f"{path} has no scores.jsd.threshold_tpr95; run nflowjs evaluate again")
-    return float(threshold)
+    split = results.get("split")
+    if split == "test":
+        raise ValueError(
+            f"{path} was measured on the test split; thresholds must come from validation data: "
+            "run `nflowjs evaluate --split val` and export with its results.json"
+        )
+    points = results.get("scores", {}).get("jsd", {}).get("operating_points")
+    if not points:
+        raise ValueError(f"{path} has no scores.jsd.operating_points; run nflowjs evaluate again")
+    return {
+        name: {**values, "split": split}
+        for name, values in points.items()
+        if values["threshold"] is not None
+    }
 
 
 def _bench(args) -> None:
@@ -163,6 +187,10 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--out", default="out/evaluation")
     evaluate.add_argument("--temperature", type=float, default=2.0, help="JSD score temperature")
     evaluate.add_argument("--heatmaps", type=int, default=8, help="how many heatmap PNGs to write")
+    evaluate.add_argument(
+        "--operating-points-from",
+        help="a val results.json: report the TPR/FPR of its thresholds on this split",
+    )
     evaluate.set_defaults(run=_evaluate)
 
     export = commands.add_parser("export", help="checkpoint -> model bundle (ONNX, TensorRT)")
@@ -171,8 +199,17 @@ def main(argv: list[str] | None = None) -> None:
     onnx.add_argument("--checkpoint", required=True)
     onnx.add_argument("--out", required=True, help="bundle folder to write")
     onnx.add_argument("--size", default="1024x2048", help="input HEIGHTxWIDTH of the graph")
-    onnx.add_argument("--threshold", type=float, help="OOD threshold delta on the score")
-    onnx.add_argument("--threshold-from", help="results.json of nflowjs evaluate: JSD @ TPR 95 %%")
+    onnx.add_argument("--threshold", type=float, help="OOD threshold delta on the score, by hand")
+    onnx.add_argument(
+        "--threshold-from",
+        help="results.json of `nflowjs evaluate --split val`: its operating points go into the "
+        "bundle, and --operating-point picks the threshold",
+    )
+    onnx.add_argument(
+        "--operating-point",
+        default="fpr1",
+        help="fpr1 (1 %% of inlier pixels flagged on val, the default), fpr5 or tpr95",
+    )
     onnx.add_argument("--temperature", type=float, default=2.0)
     onnx.add_argument("--score-dtype", choices=["float32", "float16"], default="float32")
     onnx.add_argument("--dynamic", action="store_true", help="any input size (SPP grids fixed)")

@@ -51,6 +51,10 @@ class Bundle:
     checkpoint_sha256: str = ""
     exporter_version: str = ""
     files: dict[str, str] = field(default_factory=dict)  # file name -> sha256
+    # Thresholds chosen on validation data, by name ("fpr1": 1 % of inlier pixels flagged,
+    # "fpr5", "tpr95": 95 % of anomaly pixels flagged): {"threshold", "TPR", "FPR", "split"}.
+    operating_points: dict[str, dict] = field(default_factory=dict)
+    ood_threshold_point: str = ""  # the operating point ood_threshold is ("" = set by hand)
     # Fixed by the export: documented here so readers of bundle.json need no other source.
     input_layout: str = "NHWC uint8 RGB, N = 1"
     normalization: str = "in graph: x / 255, then (x - mean) / std"
@@ -98,6 +102,23 @@ class Bundle:
                 f"bundle.json: 'unknown_id' {self.unknown_id} is a known class's id; "
                 f"use {len(self.classes)} or more"
             )
+        for point, values in self.operating_points.items():
+            if not _finite(values.get("threshold")):
+                raise BundleError(
+                    f"bundle.json: operating point {point!r} needs a finite 'threshold'"
+                )
+        if self.ood_threshold_point:
+            point = self.operating_points.get(self.ood_threshold_point)
+            if point is None:
+                raise BundleError(
+                    f"bundle.json: 'ood_threshold_point' {self.ood_threshold_point!r} is not one "
+                    f"of 'operating_points' {sorted(self.operating_points)}"
+                )
+            if point["threshold"] != self.ood_threshold:
+                raise BundleError(
+                    f"bundle.json: 'ood_threshold' {self.ood_threshold} differs from operating "
+                    f"point {self.ood_threshold_point!r} ({point['threshold']}); re-export"
+                )
         if self.model_file not in self.files:
             raise BundleError(
                 f"bundle.json: 'files' has no hash for model_file {self.model_file!r}"

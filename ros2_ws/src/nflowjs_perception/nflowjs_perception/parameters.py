@@ -76,9 +76,17 @@ SPECS = (
     ),
     Spec("reliable_input", False, "subscribe with reliable QoS instead of sensor-data best effort"),
     Spec(
+        "operating_point",
+        "",
+        "a threshold from bundle.json's operating_points, chosen on val data: fpr1 (1 % of "
+        "inlier pixels flagged), fpr5 or tpr95 (95 % of anomaly pixels); '' the bundle's default",
+        dynamic=True,
+    ),
+    Spec(
         "ood_threshold",
         BUNDLE_THRESHOLD,
-        "OOD score threshold in [0, 1] (pixels above it are anomalous); -1: the bundle's",
+        "OOD score threshold in [0, 1] (pixels above it are anomalous), overrides "
+        "operating_point; -1: use operating_point",
         dynamic=True,
         low=-1.0,
         high=1.0,

@@ -112,7 +112,7 @@ class PerceptionNode(Node):
             self.get_logger().warning(warning)
         self.get_logger().info(
             f"bundle {self.bundle.name!r} ({self.bundle.height}x{self.bundle.width}) on "
-            f"{self.backend.name} ({self.backend.device}); OOD threshold {self.threshold:.4f}; "
+            f"{self.backend.name} ({self.backend.device}); OOD threshold {self.threshold:.6g}; "
             f"input {self.input_topic}"
         )
 
@@ -137,8 +137,27 @@ class PerceptionNode(Node):
                 f"{self.bundle.temperature} built into its graph; set temperature to 0 (the "
                 "bundle's) or re-export the bundle with `--temperature`"
             )
-        threshold = s["ood_threshold"]
-        self.threshold = self.bundle.ood_threshold if threshold == BUNDLE_THRESHOLD else threshold
+        reason = self._unknown_operating_point(s["operating_point"])
+        if reason:
+            raise StartupError(reason)
+        self.threshold = self._threshold(s)
+
+    def _unknown_operating_point(self, name: str) -> str | None:
+        points = self.bundle.operating_points
+        if name and name not in points:
+            return (
+                f"operating_point = {name!r} is not in bundle {self.bundle.name!r}; it has "
+                f"{sorted(points) or 'none (re-export it with --threshold-from)'}"
+            )
+        return None
+
+    def _threshold(self, settings: dict) -> float:
+        """ood_threshold when set, else the named operating point, else the bundle's default."""
+        if settings["ood_threshold"] != BUNDLE_THRESHOLD:
+            return settings["ood_threshold"]
+        if settings["operating_point"]:
+            return self.bundle.operating_points[settings["operating_point"]]["threshold"]
+        return self.bundle.ood_threshold
 
     def _tensorrt_options(self) -> dict:
         s = self.settings
@@ -271,13 +290,13 @@ class PerceptionNode(Node):
         ours = [p for p in params if p.name in self.settings]  # use_sim_time is rclpy's
         for p in ours:  # all or nothing: one bad value rejects the whole request
             reason = check(p.name, p.value)
+            if p.name == "operating_point":
+                reason = reason or self._unknown_operating_point(p.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
         for p in ours:
             self.settings[p.name] = p.value
-            if p.name == "ood_threshold":
-                use_bundle = p.value == BUNDLE_THRESHOLD
-                self.threshold = self.bundle.ood_threshold if use_bundle else p.value
+        self.threshold = self._threshold(self.settings)
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
@@ -295,7 +314,7 @@ class PerceptionNode(Node):
             "bundle": self.bundle.name,
             "model_size": f"{self.bundle.height}x{self.bundle.width}",
             "input_topic": self.input_topic,
-            "ood_threshold": f"{self.threshold:.4f}",
+            "ood_threshold": f"{self.threshold:.6g}",
             **{k: f"{v:.2f}" for k, v in summary.items()},
         }
         status = DiagnosticStatus(
