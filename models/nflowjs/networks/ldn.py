@@ -34,7 +34,7 @@ class LDNConfig:
     """Widths of an LDN. ``ldn121`` is the paper's model; smaller presets reuse the same code."""
 
     num_classes: int = 19
-    encoder: str = "densenet"  # or an EfficientNet-Lite variant, e.g. "efficientnet_lite0"
+    encoder: str = "densenet"  # or a timm EfficientNet-Lite, e.g. "tf_efficientnet_lite0"
     growth_rate: int = 32
     block_config: tuple[int, int, int, int] = (6, 12, 24, 16)
     num_init_features: int = 64
@@ -73,7 +73,7 @@ LDN_PRESETS: dict[str, LDNConfig] = {
     # under a ladder decoder; DenseNet width fields are unused. Its weights expect inputs scaled
     # to about [-1, 1], the convention they were trained with.
     "ldn-effl0": LDNConfig(
-        encoder="efficientnet_lite0",
+        encoder="tf_efficientnet_lite0",
         spp_bottleneck=256,
         spp_level_width=64,
         spp_out=128,
