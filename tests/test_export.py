@@ -226,13 +226,14 @@ def test_an_engine_added_later_is_hashed_into_the_bundle(bundle, tmp_path):
         load_bundle(copy)
 
 
-def evaluation_results(path: Path, split: str) -> Path:
+def evaluation_results(path: Path, split: str, temperature: float = 2.0) -> Path:
     points = {
         "fpr1": {"threshold": 0.97, "TPR": 0.4, "FPR": 0.01},
         "fpr5": {"threshold": 0.8, "TPR": 0.7, "FPR": 0.05},
         "tpr95": {"threshold": 0.42, "TPR": 0.95, "FPR": 0.3},
     }
-    path.write_text(json.dumps({"split": split, "scores": {"jsd": {"operating_points": points}}}))
+    scores = {"jsd": {"operating_points": points}}
+    path.write_text(json.dumps({"split": split, "temperature": temperature, "scores": scores}))
     return path
 
 
@@ -271,7 +272,9 @@ def test_cli_export_takes_operating_points_from_a_val_evaluation(checkpoint, tmp
     assert "HEIGHTxWIDTH" in capsys.readouterr().err
 
 
-def test_cli_export_refuses_thresholds_chosen_on_the_test_split(checkpoint, tmp_path, capsys):
+def test_cli_export_refuses_thresholds_from_test_data_or_another_temperature(
+    checkpoint, tmp_path, capsys
+):
     results = evaluation_results(tmp_path / "results.json", "test")
     with pytest.raises(SystemExit):
         main(
@@ -281,6 +284,15 @@ def test_cli_export_refuses_thresholds_chosen_on_the_test_split(checkpoint, tmp_
             ]
         )
     assert "nflowjs evaluate --split val" in capsys.readouterr().err
+    results = evaluation_results(tmp_path / "results.json", "val", temperature=1.0)
+    with pytest.raises(SystemExit):
+        main(
+            [
+                *["export", "onnx", "--checkpoint", str(checkpoint), "--out", str(tmp_path / "b")],
+                *["--size", "64x64", "--threshold-from", str(results)],
+            ]
+        )
+    assert "at T = 1.0, this export uses T = 2.0" in capsys.readouterr().err
     assert not (tmp_path / "b").exists()
 
 

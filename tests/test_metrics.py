@@ -188,6 +188,24 @@ def test_jsd_is_accumulated_with_resolution_near_uniform_predictions():
     assert as_score("energy", -3.0) == -3.0
 
 
+def test_jsd_key_of_near_uniform_logits_ranks_like_exact_arithmetic():
+    """Real float32 logits 1e-4..3e-3 from uniform (JS/JS_max 1e-10..1e-6): the key keeps their
+    order, where JS computed in float32 is mostly rounding error."""
+    from scipy.stats import spearmanr
+
+    from nflowjs.scores import jsd_ood_key, jsd_to_uniform
+
+    generator = torch.Generator().manual_seed(0)
+    scale = torch.logspace(-4, -2.5, 2000)[:, None, None, None]
+    logits = (torch.randn(2000, 19, 1, 1, generator=generator) * scale).float()
+    exact = jsd_to_uniform(logits.double(), 2.0).flatten()
+    key = jsd_ood_key(logits, 2.0).flatten()
+    assert spearmanr(-key, exact).statistic > 0.9999
+    assert (key <= 0).all()
+    float32 = jsd_to_uniform(logits, 2.0).flatten()
+    assert spearmanr(float32, exact).statistic < 0.99  # what the float64 computation avoids
+
+
 def test_threshold_at_fpr_keeps_false_alarms_within_the_budget():
     rng = np.random.default_rng(7)
     gt = (rng.random(100_000) < 0.1).astype(np.uint8)
@@ -201,3 +219,5 @@ def test_threshold_at_fpr_keeps_false_alarms_within_the_budget():
         assert acc.rates_at(threshold) == pytest.approx((tpr, fpr))
     assert acc.threshold_at_fpr(0.01) > acc.threshold_at_fpr(0.05)
     assert acc.rates_at(math.inf) == (0.0, 0.0)
+    minus_inf = accumulate([(np.array([-np.inf, 0.0], np.float32), np.array([1, 0], np.uint8))])
+    assert minus_inf.threshold_at_tpr(1.0) == -math.inf

@@ -138,7 +138,7 @@ def test_camvid_frames_give_every_output_with_the_input_header(node, listener):
         # OOD pixels are relabelled unknown exactly where the heatmap exceeds the threshold
         labels = np.frombuffer(outputs["segmentation"].data, np.uint8)
         heat = np.frombuffer(outputs["ood_heatmap"].data, np.float32)
-        assert np.array_equal(labels == UNKNOWN, heat > 0.7)
+        assert np.array_equal(labels == UNKNOWN, heat >= 0.7)
 
 
 @pytest.mark.parametrize(
@@ -274,6 +274,8 @@ def test_parameters_are_validated_at_run_time(node, listener):
 
     (unknown_point,) = set_parameters(listener, [Parameter("operating_point", value="fpr7")])
     assert not unknown_point.successful and "['fpr1', 'tpr95']" in unknown_point.reason
+    (both,) = set_parameters(listener, [Parameter("operating_point", value="tpr95")])
+    assert not both.successful and "ood_threshold to -1.0" in both.reason
 
     # the new threshold is used
     publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
@@ -283,7 +285,8 @@ def test_parameters_are_validated_at_run_time(node, listener):
         outputs = listener.roundtrip(publisher, msg, ("segmentation", "ood_heatmap"))
         labels = np.frombuffer(outputs["segmentation"].data, np.uint8)
         heat = np.frombuffer(outputs["ood_heatmap"].data, np.float32)
-        return np.array_equal(labels == UNKNOWN, heat > threshold)
+        assert ((heat >= 0.5) & (heat < 0.7)).any()  # so 0.5 and the default 0.7 differ here
+        return np.array_equal(labels == UNKNOWN, heat >= threshold)
 
     assert flagged_where_heat_above(0.9)
     # ood_threshold -1 hands over to the operating point, and a named one is the bundle's value
@@ -428,6 +431,7 @@ def test_a_corrupt_bundle_stops_the_node_with_one_message(ros_install, camvid_bu
     [
         ("ood_threshold:=2.0", "ood_threshold"),
         ("operating_point:=fpr2", "it has ['fpr1', 'tpr95']"),
+        ("operating_point:=tpr95 -p ood_threshold:=0.5", "both set a threshold"),
         ("temperature:=3.0", "T = 2.0 built into its graph"),
         ("backend:=tensorflow", "choose one of"),
         ("min_obstacle_area:=-5", "min_obstacle_area"),
@@ -436,5 +440,6 @@ def test_a_corrupt_bundle_stops_the_node_with_one_message(ros_install, camvid_bu
 def test_a_bad_parameter_stops_the_node_with_one_message(
     ros_install, camvid_bundle, tmp_path, param, words
 ):
-    line = start_and_expect_failure(ros_install, tmp_path, f"model:={camvid_bundle}", param)
+    params = param.split(" -p ")  # one case sets two parameters
+    line = start_and_expect_failure(ros_install, tmp_path, f"model:={camvid_bundle}", *params)
     assert words in line

@@ -340,3 +340,13 @@ def test_kill_9_mid_run_loses_at_most_the_running_epoch(tmp_path, camvid):
     assert survived >= 1
     main(["train", "stage1", "--config", str(config), "--set", f"stage1.epochs={survived + 1}"])
     assert load_checkpoint(last)["epoch"] == survived + 1  # resumed, one more epoch
+
+
+def test_a_missing_val_split_fails_before_training(tmp_path, camvid, capsys):
+    config = str(tiny_config(tmp_path, camvid, stage1={"epochs": 1}))
+    with pytest.raises(SystemExit):
+        main(["train", "stage1", "--config", config, "--set", "data.val_split=valid"])
+    assert "valid" in capsys.readouterr().err
+    assert not (tmp_path / "run" / "stage1" / "last.pt").exists()
+    main(["train", "stage1", "--config", config, "--set", "data.val_split=''"])  # no validation
+    assert not (tmp_path / "run" / "stage1" / "val.jsonl").exists()

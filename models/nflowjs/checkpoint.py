@@ -81,14 +81,18 @@ def build_segmenter(payload: dict) -> LadderDenseNet:
     """The segmenter stored in a checkpoint, with its weights."""
     config = _dataclass_from(LDNConfig, payload["model_config"])
     model = LadderDenseNet(config)
-    state = payload["model"]
-    if "stem.0.weight" in state:  # written before the encoder became a submodule
-        encoder_parts = ("stem", "blocks", "transitions")
-        state = {
-            f"encoder.{k}" if k.split(".")[0] in encoder_parts else k: v for k, v in state.items()
-        }
-    model.load_state_dict(state)
+    model.load_state_dict(segmenter_state(payload))
     return model
+
+
+def segmenter_state(payload: dict) -> dict:
+    """The segmenter's state dict, with keys of checkpoints written before the encoder became
+    a submodule (``stem.*``, ``blocks.*``, ``transitions.*``) moved under ``encoder.``."""
+    state = payload["model"]
+    if "stem.0.weight" not in state:
+        return state
+    encoder_parts = ("stem", "blocks", "transitions")
+    return {f"encoder.{k}" if k.split(".")[0] in encoder_parts else k: v for k, v in state.items()}
 
 
 def build_flow(payload: dict) -> DenseFlow:

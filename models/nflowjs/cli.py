@@ -67,7 +67,7 @@ def _export(args) -> None:
         height, width = _size(args.size)
         threshold, points, point = args.threshold, {}, ""
         if args.threshold_from:
-            points = _operating_points(args.threshold_from)
+            points = _operating_points(args.threshold_from, args.temperature)
             if args.threshold is None:
                 point = args.operating_point
                 if point not in points:
@@ -75,6 +75,12 @@ def _export(args) -> None:
                         f"--operating-point {point!r}: {args.threshold_from} has {sorted(points)}"
                     )
                 threshold = points[point]["threshold"]
+                if threshold is None:
+                    raise ValueError(
+                        f"--operating-point {point}: no threshold in {args.threshold_from} "
+                        "reaches it on that split (its inlier scores tie at the top); pick another"
+                    )
+            points = {name: p for name, p in points.items() if p["threshold"] is not None}
         if threshold is None:
             raise ValueError(
                 "give --threshold-from val/results.json (nflowjs evaluate --split val) "
@@ -120,13 +126,19 @@ def _size(text: str) -> tuple[int, int]:
     return int(height), int(width)
 
 
-def _operating_points(path: str) -> dict[str, dict]:
-    """The JSD operating points of a val ``results.json``; a test split's are refused."""
+def _operating_points(path: str, temperature: float) -> dict[str, dict]:
+    """The JSD operating points of a val ``results.json``; a test split's are refused, and so
+    are thresholds chosen at another temperature (they mean nothing at this one)."""
     import json
     from pathlib import Path
 
     results = json.loads(Path(path).read_text())
     split = results.get("split")
+    if results.get("temperature", temperature) != temperature:
+        raise ValueError(
+            f"{path} chose its thresholds at T = {results['temperature']}, this export uses "
+            f"T = {temperature}; pass --temperature {results['temperature']} or evaluate again"
+        )
     if split == "test":
         raise ValueError(
             f"{path} was measured on the test split; thresholds must come from validation data: "
@@ -135,11 +147,7 @@ def _operating_points(path: str) -> dict[str, dict]:
     points = results.get("scores", {}).get("jsd", {}).get("operating_points")
     if not points:
         raise ValueError(f"{path} has no scores.jsd.operating_points; run nflowjs evaluate again")
-    return {
-        name: {**values, "split": split}
-        for name, values in points.items()
-        if values["threshold"] is not None
-    }
+    return {name: {**values, "split": split} for name, values in points.items()}
 
 
 def _bench(args) -> None:

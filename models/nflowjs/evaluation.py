@@ -72,6 +72,8 @@ def evaluate(
     operating_points_from: str | None = None,
 ) -> dict:
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if operating_points_from:
+        chosen = _chosen_thresholds(operating_points_from, temperature)
     payload = load_checkpoint(checkpoint)
     model = build_segmenter(payload).to(device).eval()
     data = build_dataset(dataset, root, split, with_ood_mask=True)
@@ -103,7 +105,9 @@ def evaluate(
 
     metrics = {name: acc.compute() for name, acc in ood.items()}
     points = {
-        name: operating_points(acc, name) for name, acc in ood.items() if metrics[name].anomalies
+        name: operating_points(acc, name)
+        for name, acc in ood.items()
+        if metrics[name].anomalies and metrics[name].inliers
     }
     thresholds = {name: ood[name].threshold_at_tpr(0.95) for name in points}
     open_confusions = {name: ConfusionMatrix(k + 1) for name in thresholds if labelled}
@@ -140,16 +144,28 @@ def evaluate(
         },
     }
     if operating_points_from:
-        results["operating_points_from"] = _operating_points_from(operating_points_from, ood)
+        results["operating_points_from"] = _operating_points_from(
+            operating_points_from, chosen, ood
+        )
     (out / "results.json").write_text(json.dumps(results, indent=2))
     (out / "results.md").write_text(markdown_table(results))
     print(markdown_table(results))
     return results
 
 
-def _operating_points_from(path: str, ood: dict[str, OODMetricAccumulator]) -> dict:
-    """The TPR/FPR here of the thresholds another (val) evaluation chose."""
+def _chosen_thresholds(path: str, temperature: float) -> dict:
+    """Another (val) evaluation's results, checked before any image is scored."""
     chosen = json.loads(Path(path).read_text())
+    if chosen.get("temperature", temperature) != temperature:
+        raise ValueError(
+            f"{path} chose its thresholds at T = {chosen['temperature']}, not at this "
+            f"evaluation's T = {temperature}; pass --temperature {chosen['temperature']}"
+        )
+    return chosen
+
+
+def _operating_points_from(path: str, chosen: dict, ood: dict[str, OODMetricAccumulator]) -> dict:
+    """The TPR/FPR here of the thresholds another (val) evaluation chose."""
     found = {}
     for name, score in chosen["scores"].items():
         found[name] = {

@@ -19,7 +19,8 @@ class OutlierAwareSegmenter(nn.Module):
     """Wraps a segmenter ``f(rgb01 NCHW) -> logits NKHW`` (logits at input resolution).
 
     Returns ``labels`` uint8 (N, H, W), ``score`` float32 (N, H, W) in [0, 1] (see
-    ``nflowjs.scores.jsd_ood_score``) and ``ood_mask`` uint8 (N, H, W), 1 where score > threshold.
+    ``nflowjs.scores.jsd_ood_score``) and ``ood_mask`` uint8 (N, H, W), 1 where
+    score >= threshold (as the metrics and their thresholds count it).
     """
 
     def __init__(
@@ -47,7 +48,7 @@ class OutlierAwareSegmenter(nn.Module):
         logits = self.segmenter(rgb01).float()
         labels = logits.argmax(dim=1).to(torch.uint8)  # ONNX ArgMax is int64: cast in-graph
         score = jsd_ood_score(logits, self.temperature, dim=1)
-        is_ood = score > self.threshold
+        is_ood = score >= self.threshold
         if self.unknown_id is not None:
             labels = torch.where(is_ood, torch.full_like(labels, self.unknown_id), labels)
         return labels, score, is_ood.to(torch.uint8)

@@ -130,7 +130,8 @@ def _bucket_floor(bucket: int) -> float:
     """The smallest float32 score in ``bucket`` (the inverse of ``_order_preserving_buckets``)."""
     key = np.uint32(bucket << (32 - _BUCKET_BITS))
     bits = key - np.uint32(0x80000000) if key >= 0x80000000 else np.uint32(0xFFFFFFFF) - key
-    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
+    value = float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
+    return -math.inf if math.isnan(value) else value  # the bucket of -inf starts in NaN codes
 
 
 class ConfusionMatrix:

@@ -50,9 +50,12 @@ def jsd_ood_key(logits: torch.Tensor, temperature: float = 2.0, dim: int = 1) ->
 
     Metrics and thresholds use this form: near-uniform predictions, the very pixels NFlowJS
     trains anomalies towards, have JS/JS_max around 1e-6..1e-3, which float32 keeps to full
-    relative precision here but rounds to a few steps of 6e-8 in ``1 - JS/JS_max``.
+    relative precision here but rounds to a few steps of 6e-8 in ``1 - JS/JS_max``. The
+    divergence itself is computed in float64: in float32 its log terms cancel to an absolute
+    error of a few 1e-8, as large as the JS of the most uniform predictions.
     """
-    return -jsd_to_uniform(logits, temperature, dim) / max_jsd_to_uniform(logits.shape[dim])
+    js = jsd_to_uniform(logits.double(), temperature, dim)
+    return (-js / max_jsd_to_uniform(logits.shape[dim])).float()
 
 
 def jsd_score_from_key(key: float) -> float:

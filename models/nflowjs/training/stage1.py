@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nflowjs.checkpoint import config_dict
+from nflowjs.checkpoint import config_dict, segmenter_state
 from nflowjs.config import TrainConfig
 from nflowjs.data.transforms import IGNORE_ID, to_model_input
 from nflowjs.networks import LadderDenseNet, ldn_config
@@ -21,7 +21,7 @@ from nflowjs.training.common import (
     training_loader,
     unwrap,
 )
-from nflowjs.training.validation import validate_epoch
+from nflowjs.training.validation import Validator
 
 
 def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
@@ -29,6 +29,7 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
     cfg = config.stage1
     files = StageFiles(config, "stage1")
     loader, dataset = training_loader(config, runtime, cfg.batch_size)
+    validator = Validator(config, runtime, files)
 
     model = LadderDenseNet(
         ldn_config(config.model.preset, num_classes=len(dataset.classes)),
@@ -42,7 +43,7 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
     scaler = torch.amp.GradScaler(enabled=config.runtime.amp and runtime.device.type == "cuda")
     start_epoch = 0
     if (state := files.resume(runtime)) is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(segmenter_state(state))
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         if state.get("scaler"):  # empty when AMP is off (CPU)
@@ -71,7 +72,6 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
         scheduler.step()
         if writer:
             writer.add_scalar("stage1/lr_decoder", optimizer.param_groups[1]["lr"], step)
-        validate_epoch(trained, config, runtime, files, epoch + 1, writer, step)
         files.save(
             runtime,
             {
@@ -86,6 +86,7 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
                 "train_config": config.to_dict(),
             },
         )
+        validator(trained, epoch + 1, writer, step)
     if writer:
         writer.close()
     return {"checkpoint": str(files.last), "model": model}

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torchvision.utils import make_grid
 
-from nflowjs.checkpoint import build_flow, build_segmenter, config_dict
+from nflowjs.checkpoint import build_flow, build_segmenter, config_dict, segmenter_state
 from nflowjs.config import TrainConfig
 from nflowjs.data.transforms import IGNORE_ID, to_model_input
 from nflowjs.losses import nflowjs_loss
@@ -29,7 +29,7 @@ from nflowjs.training.common import (
     training_loader,
     unwrap,
 )
-from nflowjs.training.validation import validate_epoch
+from nflowjs.training.validation import Validator
 
 
 def nflowjs_step(
@@ -75,6 +75,7 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
     flow_state = require_checkpoint(StageFiles(config, "flow").last, "flow", "nflowjs train flow")
     files = StageFiles(config, "stage2")
     loader, dataset = training_loader(config, runtime, cfg.batch_size)
+    validator = Validator(config, runtime, files)
 
     model = build_segmenter(stage1).to(runtime.device)
     flow = build_flow(flow_state).to(runtime.device)
@@ -90,7 +91,7 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
     scaler = torch.amp.GradScaler(enabled=config.runtime.amp and runtime.device.type == "cuda")
     start_epoch = 0
     if (state := files.resume(runtime)) is not None:
-        model.load_state_dict(state["model"])
+        model.load_state_dict(segmenter_state(state))
         flow.load_state_dict(state["flow"])
         optimizer.load_state_dict(state["optimizer"])
         flow_optimizer.load_state_dict(state["flow_optimizer"])
@@ -147,7 +148,6 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
             scheduler.step()
         if writer and (epoch + 1) % config.runtime.log_images_every == 0:
             _log_images(writer, batch.images, logits, config.runtime.temperature, step)
-        validate_epoch(segmenter, config, runtime, files, epoch + 1, writer, step)
         files.save(
             runtime,
             {
@@ -165,6 +165,7 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
                 "train_config": config.to_dict(),
             },
         )
+        validator(segmenter, epoch + 1, writer, step)
     if writer:
         writer.close()
     return {"checkpoint": str(files.last), "model": model, "flow": flow}

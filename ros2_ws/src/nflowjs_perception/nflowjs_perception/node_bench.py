@@ -50,7 +50,7 @@ def synthetic_scene(height: int, width: int, seed: int = 0):
     score = cv2.resize(score * 0.6, (width, height), interpolation=cv2.INTER_LINEAR)
     for cx in (width // 3, 2 * width // 3):  # two obstacles on the road, ~0.5 % of the frame
         cv2.ellipse(score, (cx, 3 * height // 4), (width // 40, height // 30), 0, 0, 360, 0.95, -1)
-    mask = (score > 0.7).view(np.uint8)
+    mask = (score >= 0.7).view(np.uint8)
     return frame, (labels, score, mask)
 
 

@@ -85,7 +85,7 @@ SPECS = (
     Spec(
         "ood_threshold",
         BUNDLE_THRESHOLD,
-        "OOD score threshold in [0, 1] (pixels above it are anomalous), overrides "
+        "OOD score threshold in [0, 1] (pixels at or above it are anomalous), overrides "
         "operating_point; -1: use operating_point",
         dynamic=True,
         low=-1.0,

@@ -137,7 +137,7 @@ class PerceptionNode(Node):
                 f"{self.bundle.temperature} built into its graph; set temperature to 0 (the "
                 "bundle's) or re-export the bundle with `--temperature`"
             )
-        reason = self._unknown_operating_point(s["operating_point"])
+        reason = self._unknown_operating_point(s["operating_point"]) or _both_thresholds(s)
         if reason:
             raise StartupError(reason)
         self.threshold = self._threshold(s)
@@ -231,8 +231,8 @@ class PerceptionNode(Node):
         if resized:
             labels, score = to_input_size(labels, score, height, width)
         if resized or threshold != self.bundle.ood_threshold:
-            # the mask of what is published: exactly the heatmap's pixels above the threshold
-            mask = np.greater(score, threshold).view(np.uint8)
+            # the mask of what is published: exactly the heatmap's pixels at or above the threshold
+            mask = np.greater_equal(score, threshold).view(np.uint8)
         messages = self._outputs(msg.header, rgb, labels, score, mask)
         converted = time.perf_counter()
         for name, message in messages.items():
@@ -294,6 +294,9 @@ class PerceptionNode(Node):
                 reason = reason or self._unknown_operating_point(p.value)
             if reason:
                 return SetParametersResult(successful=False, reason=reason)
+        reason = _both_thresholds({**self.settings, **{p.name: p.value for p in ours}})
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
         for p in ours:
             self.settings[p.name] = p.value
         self.threshold = self._threshold(self.settings)
@@ -331,6 +334,17 @@ class PerceptionNode(Node):
     def close(self) -> None:
         self._mailbox.close()
         self._worker.join(timeout=5.0)
+
+
+def _both_thresholds(settings: dict) -> str | None:
+    """A named operating point with ood_threshold set too: one of them would be ignored."""
+    if settings["operating_point"] and settings["ood_threshold"] != BUNDLE_THRESHOLD:
+        return (
+            f"operating_point = {settings['operating_point']!r} and ood_threshold = "
+            f"{settings['ood_threshold']} both set a threshold; set ood_threshold to -1.0 to use "
+            "the operating point, or operating_point to '' to use ood_threshold"
+        )
+    return None
 
 
 def main(args=None) -> int:

@@ -48,7 +48,7 @@ class Instance:
     source: str  # frame name
     rgb: np.ndarray  # (h, w, 3) uint8, bounding box
     mask: np.ndarray  # (h, w) bool, the instance's pixels
-    bottom: int  # image row of its lowest pixel in the source frame
+    bottom: int  # the image row just below its lowest pixel in the source frame
 
 
 @dataclass(frozen=True)
@@ -92,7 +92,7 @@ def paste_obstacles(
     and the pasted pixels cover no earlier obstacle.
     """
     rgb = rgb.copy()
-    mask = np.full(label.shape, VOID, np.uint8)
+    mask = np.full(label.shape, VOID, np.uint8)  # people already there stay void: not scored
     mask[label == ROAD] = FREE_ROAD
     placed: list[Placement] = []
     for index in rng.permutation(len(donors)):
@@ -147,7 +147,6 @@ def generate(
         pasted, mask, placed = paste_obstacles(rgb, label, others, count, rng)
         if not placed:
             continue
-        mask[np.isin(label, HELD_OUT) & (mask != OBSTACLE)] = VOID  # real people: not scored
         Image.fromarray(pasted).save(out / "images" / f"{frame.name}.png")
         Image.fromarray(mask).save(out / "labels_masks" / f"{frame.name}_labels_semantic.png")
         written[frame.name] = [vars(p) for p in placed]
