@@ -23,7 +23,7 @@ from nflowjs_perception import dds
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_CAMVID = REPO.parent / "shared" / "data" / "camvid"
-CAMVID_CHECKPOINT = REPO / "models" / "checkpoints" / "camvid-ood-ldn-lite-nflowjs.pt"
+CAMVID_CHECKPOINT = REPO / "models" / "checkpoints" / "camvid-ood-ldn-effl0-nflowjs.pt"
 
 
 def use_private_domain() -> int:

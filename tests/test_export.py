@@ -362,8 +362,14 @@ def test_the_shipped_demo_bundle_is_the_shipped_checkpoint_exported():
     backend = open_backend(folder, "onnxruntime")  # hashes verified on load
     bundle = backend.bundle
     assert bundle.checkpoint_sha256 == sha256_file(CAMVID_CHECKPOINT)
-    results = json.loads((REPO / "docs/camvid_ood_nflowjs_results.json").read_text())
-    assert bundle.ood_threshold == pytest.approx(results["scores"]["jsd"]["threshold_tpr95"])
+    val = json.loads((REPO / "docs/camvid_ood_nflowjs_val_results.json").read_text())
+    assert val["split"] == "val"  # thresholds are chosen on validation data
+    points = val["scores"]["jsd"]["operating_points"]
+    assert bundle.ood_threshold_point == "fpr1"  # the low-false-alarm point is the default
+    assert bundle.ood_threshold == points["fpr1"]["threshold"]
+    assert {name: p["threshold"] for name, p in bundle.operating_points.items()} == {
+        name: p["threshold"] for name, p in points.items()
+    }
     assert (bundle.height, bundle.width, bundle.unknown_id) == (360, 480, 9)
     reference = frame_model(
         load_checkpoint(CAMVID_CHECKPOINT), 2.0, bundle.ood_threshold, "float32"

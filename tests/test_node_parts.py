@@ -151,6 +151,7 @@ def test_parameter_checks_name_the_problem(tmp_path):
     assert "not a folder" in check("model", str(tmp_path / "missing"))
     assert check("model", str(tmp_path)) is None
     assert {s.name for s in SPECS if s.dynamic} == {
+        "operating_point",
         "ood_threshold",
         "overlay_opacity",
         "min_obstacle_area",
