@@ -80,8 +80,14 @@ class LatestFrame:
 class PerceptionNode(Node):
     def __init__(self, **node_options):
         super().__init__("perception_node", **node_options)
-        self.settings = declare(self)
-        self._open_backend()
+        try:
+            self.settings = declare(self)
+            self._open_backend()
+        except StartupError:
+            # Destroyed now, not by the garbage collector after rclpy's shutdown, which can
+            # crash the process (seen once as SIGSEGV instead of the exit code 1).
+            self.destroy_node()
+            raise
         self.post = Postprocessor(self.bundle)
         self.stats = NodeStats()
         self._last_warning: dict[str, float] = {}
