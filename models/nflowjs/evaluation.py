@@ -25,7 +25,7 @@ from nflowjs.checkpoint import build_segmenter, load_checkpoint
 from nflowjs.data.registry import build_dataset, is_ood_only
 from nflowjs.data.transforms import to_model_input
 from nflowjs.metrics import ConfusionMatrix, OODMetricAccumulator, open_miou, open_set_labels
-from nflowjs.scores import SCORES, jsd_ood_key, jsd_score_from_key
+from nflowjs.scores import SCORES, jsd_ood_key
 
 # Inlier false-positive rates of the low-false-alarm operating points (besides TPR 95 %).
 FALSE_ALARM_RATES = {"fpr1": 0.01, "fpr5": 0.05}
@@ -38,12 +38,14 @@ def score_maps(logits: torch.Tensor, temperature: float) -> dict[str, torch.Tens
     return {"jsd": jsd_ood_key(logits, temperature)[0], **maps}
 
 
-def as_score(name: str, threshold: float) -> float:
-    """A threshold of ``score_maps``'s form as one on the exported score."""
-    return jsd_score_from_key(threshold) if name == "jsd" else threshold
+def as_score(name: str, value):
+    """A value (threshold or map) of ``score_maps``'s form on the exported score's scale:
+    ``jsd_ood_score`` = 1 + ``jsd_ood_key``; the other scores are exported as they are."""
+    return 1.0 + value if name == "jsd" else value
 
 
 def as_metric_key(name: str, threshold: float) -> float:
+    """The inverse of ``as_score``."""
     return threshold - 1.0 if name == "jsd" else threshold
 
 
@@ -99,7 +101,7 @@ def evaluate(
         for name, score in maps.items():
             ood[name].update(score.cpu(), ood_gt)
         if pictures < heatmaps and (ood_gt == 1).any():
-            jsd = jsd_score_from_key(maps["jsd"].cpu())
+            jsd = as_score("jsd", maps["jsd"].cpu())
             _save_heatmap(out / f"heatmap_{pictures:02d}.png", image, jsd, ood_gt)
             pictures += 1
 
@@ -169,9 +171,11 @@ def _operating_points_from(path: str, chosen: dict, ood: dict[str, OODMetricAccu
     found = {}
     for name, score in chosen["scores"].items():
         found[name] = {
-            point: _rates(ood[name], name, as_metric_key(name, p["threshold"]))
-            if p["threshold"] is not None
-            else {"threshold": None, "TPR": 0.0, "FPR": 0.0}
+            point: _rates(
+                ood[name],
+                name,
+                math.inf if p["threshold"] is None else as_metric_key(name, p["threshold"]),
+            )
             for point, p in score.get("operating_points", {}).items()
         }
     return {"source": str(path), "split": chosen.get("split"), "scores": found}

@@ -58,11 +58,6 @@ def jsd_ood_key(logits: torch.Tensor, temperature: float = 2.0, dim: int = 1) ->
     return (-js / max_jsd_to_uniform(logits.shape[dim])).float()
 
 
-def jsd_score_from_key(key: float) -> float:
-    """A threshold on ``jsd_ood_key`` as a threshold on ``jsd_ood_score`` (the exported score)."""
-    return 1.0 + key
-
-
 def msp_score(logits: torch.Tensor, temperature: float = 1.0, dim: int = 1) -> torch.Tensor:
     """Max-softmax baseline (Hendrycks & Gimpel): 1 - max_k softmax(l/T)_k."""
     return 1.0 - F.softmax(logits / temperature, dim=dim).amax(dim=dim)

@@ -64,9 +64,11 @@ def cut_instances(frames: Sequence[ds.Frame], min_pixels: int) -> list[Instance]
     instances = []
     for frame in frames:
         label = np.asarray(Image.open(frame.label))
-        rgb = np.asarray(Image.open(frame.image).convert("RGB"))
         held = np.isin(label, HELD_OUT).astype(np.uint8)
         count, components, stats, _ = cv2.connectedComponentsWithStats(held, connectivity=8)
+        if count == 1:  # nobody in this frame: its image is not needed
+            continue
+        rgb = np.asarray(Image.open(frame.image).convert("RGB"))
         height, width = label.shape
         for i in range(1, count):
             x, y, w, h, area = stats[i]
