@@ -144,4 +144,7 @@ def test_missing_topics_are_named_with_what_the_bag_has(tmp_path, capsys):
     assert code == 2
     assert "has no /other/ood_heatmap (--heatmap-topic)" in err and HEATMAP in err
     assert evaluate.main([str(tmp_path / "nothing")]) == 2
+    assert "nothing does not exist" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    assert evaluate.main([str(tmp_path / "empty")]) == 2
     assert "not a rosbag2 folder" in capsys.readouterr().err

@@ -31,6 +31,7 @@ from std_msgs.msg import String
 from conftest import write_fake_camvid
 from nflowjs_perception import dds
 from nflowjs_perception.bag_tools import convert, frames, player, replay
+from nflowjs_perception.bag_tools.bagread import BagError
 from nflowjs_perception.bag_tools.messages import (
     IMAGE_TOPIC,
     OOD_MASK_TOPIC,
@@ -190,8 +191,8 @@ def test_play_skips_topics_whose_type_this_python_lacks(tmp_path, context, monke
     assert stats.skipped_topics == {"/camera/camera_info": "sensor_msgs/msg/CameraInfo"}
     assert stats.published[IMAGE_TOPIC] == 2
     assert any("skipping /camera/camera_info" in line for line in lines)
-    with pytest.raises(FileNotFoundError, match="not a rosbag2 folder"):
-        replay.play(tmp_path, as_fast_as_possible=True)
+    with pytest.raises(BagError, match="not a rosbag2 folder"):
+        replay.play(tmp_path / "camvid", as_fast_as_possible=True)
 
 
 def read_back(bag: Path) -> dict[str, list]:

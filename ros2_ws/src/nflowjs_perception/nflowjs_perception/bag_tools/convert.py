@@ -341,7 +341,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
         )
-    except (FileNotFoundError, FileExistsError, ValueError, ImportError) as error:
+    except (OSError, ValueError, ImportError) as error:  # FileNotFoundError, FileExistsError too
         print(f"convert_to_bag: error: {error}", file=sys.stderr)
         return 2
     topics = ", ".join(f"{topic} x{n}" for topic, n in summary.messages.items())

@@ -30,13 +30,15 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
 
 import numpy as np
-from rosbags.rosbag2 import Reader
 from tqdm import tqdm
 
+from nflowjs_perception.bag_tools.bagread import BagError, messages, open_bag, require_topics
 from nflowjs_perception.bag_tools.messages import (
+    IMAGE,
     IMAGE_TOPIC,
     OOD_MASK_TOPIC,
     deserialize,
@@ -107,21 +109,15 @@ def evaluate_bag(
 ) -> dict:
     """Metrics of one recorded bag as a JSON-ready dict (see the module docstring)."""
     bag = Path(bag)
-    if not (bag / "metadata.yaml").is_file():
-        raise FileNotFoundError(
-            f"{bag} is not a rosbag2 folder (no metadata.yaml): give the folder record_bag or "
-            "ros2 bag record wrote"
-        )
     scorer = _Scorer()
-    with Reader(bag) as reader:
+    with closing(open_bag(bag)) as reader:
         present = {c.topic: c for c in reader.connections}
-        for topic, what in ((heatmap_topic, "--heatmap-topic"), (gt_topic, "--gt-topic")):
-            if topic not in present:
-                raise ValueError(
-                    f"{bag} has no {topic} ({what}); it has "
-                    f"{', '.join(sorted(present)) or 'no topics'}. "
-                    "Record the node's heatmap and the bag's /ground_truth/ood_mask together"
-                )
+        # Record the node's heatmap and the bag's ground truth together: without both, no score.
+        require_topics(
+            bag,
+            reader,
+            {heatmap_topic: ("--heatmap-topic", IMAGE), gt_topic: ("--gt-topic", IMAGE)},
+        )
         wanted = [present[t] for t in (heatmap_topic, gt_topic, image_topic) if t in present]
         pending_gt: dict[int, np.ndarray] = {}
         pending_heat: dict[int, tuple[np.ndarray, int]] = {}
@@ -129,13 +125,19 @@ def evaluate_bag(
         latencies: list[float] = []
         gt_frames = 0
         total = sum(c.msgcount for c in wanted)
-        messages = reader.messages(connections=wanted)
-        for conn, log_ns, raw in tqdm(messages, total=total, unit="msg", disable=not progress):
+        stream = messages(reader, bag, wanted)
+        for conn, log_ns, raw in tqdm(stream, total=total, unit="msg", disable=not progress):
             stamp = header_stamp_ns(raw)
             if conn.topic == image_topic:
                 image_log[stamp] = log_ns
                 continue
-            array = image_array(deserialize(raw, conn.msgtype))
+            try:
+                array = image_array(deserialize(raw, conn.msgtype))
+            except ValueError as error:  # an encoding we cannot score, a short data field
+                raise BagError(
+                    f"{bag}: a {conn.topic} message at log time {log_ns} cannot be scored "
+                    f"({error}): the heatmap must be 32FC1/16FC1 and the mask mono8"
+                ) from error
             if conn.topic == gt_topic:
                 gt_frames += 1
                 if stamp in pending_heat:
@@ -236,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             image_topic=args.image_topic,
             progress=not args.quiet,
         )
-    except (FileNotFoundError, ValueError, ImportError) as error:
+    except (BagError, OSError, ValueError, ImportError) as error:
         print(f"evaluate_bag: error: {error}", file=sys.stderr)
         return 2
     write_json(args.out, metrics)

@@ -14,9 +14,9 @@ from rclpy.context import Context
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import QosDurability, QosReliability
-from rosbags.rosbag2 import Reader
 from rosgraph_msgs.msg import Clock
 
+from nflowjs_perception.bag_tools.bagread import BagError, messages, open_bag
 from nflowjs_perception.bag_tools.messages import CAMERA_INFO, IMAGE, IMAGE_TOPIC, header_stamp_ns
 from nflowjs_perception.bag_tools.ros_node import RosNode, has_header, log_stderr, message_class
 
@@ -93,16 +93,6 @@ class PlayStats:
     wall_s: float = 0.0
 
 
-def _open_reader(bag: str | Path) -> Reader:
-    bag = Path(bag)
-    if not (bag / "metadata.yaml").is_file():
-        raise FileNotFoundError(
-            f"{bag} is not a rosbag2 folder (no metadata.yaml): give the folder that "
-            "convert_to_bag, record_bag or ros2 bag record wrote"
-        )
-    return Reader(bag)
-
-
 def _discover_type(node: Node, topic: str, timeout: float) -> str | None:
     deadline = time.monotonic() + timeout
     while True:
@@ -138,15 +128,21 @@ def play(
         raise ValueError(f"--rate must be > 0, got {rate}")
     stop = stop or threading.Event()
     stats = PlayStats()
-    reader = _open_reader(bag)
-    reader.open()
+    reader = open_bag(bag)
     try:
+        _check_topics(bag, reader, topics, wait_for, image_topic)
         ros = RosNode(node_name, context)
     except BaseException:
         reader.close()
         raise
     try:
         publishers = _create_publishers(ros.node, reader, topics, image_topic, reliable, stats, log)
+        if not publishers:
+            raise BagError(
+                f"{bag}: no topic to play: this Python has none of the message types "
+                f"({', '.join(sorted(stats.skipped_topics.values()))}); source a ROS 2 install "
+                "that has them"
+            )
         image_publisher = next(
             (
                 publishers[c.id]
@@ -169,6 +165,7 @@ def play(
         if delay > 0:
             stop.wait(delay)
         stats.wall_s = _play_loop(
+            bag,
             reader,
             publishers,
             stats,
@@ -185,6 +182,21 @@ def play(
         ros.close()
         reader.close()
     return stats
+
+
+def _check_topics(bag, reader, topics, wait_for, image_topic) -> None:
+    present = {c.topic for c in reader.connections}
+    missing = sorted(set(topics or ()) - present)
+    if missing:
+        raise BagError(
+            f"{bag} has no {', '.join(missing)} (--topics); it has "
+            f"{', '.join(sorted(present)) or 'no topics'}: name some of those"
+        )
+    if wait_for and image_topic not in present:
+        raise BagError(
+            f"{bag} has no {image_topic} for --wait-for to pace; it has "
+            f"{', '.join(sorted(present)) or 'no topics'}: name its camera with --image-topic"
+        )
 
 
 def _create_publishers(node, reader, topics, image_topic, reliable, stats, log) -> dict:
@@ -247,6 +259,7 @@ def _wait_for_match(image_publisher, reply_subscription, timeout, stop, log) -> 
 
 
 def _play_loop(
+    bag,
     reader,
     publishers,
     stats,
@@ -265,7 +278,7 @@ def _play_loop(
     paused = 0.0  # seconds spent waiting for the node: real-time playback resumes after them
     last_image: tuple[int, int] | None = None  # (header stamp, waiter count) of the last image
     last_clock = None
-    for conn, log_ns, raw in reader.messages(connections=connections):
+    for conn, log_ns, raw in messages(reader, bag, connections):
         if stop.is_set():
             break
         if first_log is None:

@@ -20,8 +20,11 @@ frame is dropped for being faster than the model. The camera's Image and CameraI
 
 ``record`` subscribes to the topics as they appear in the graph (type from the graph unless
 ``--type TOPIC=TYPE``), with reliable QoS only where every publisher is reliable (as
-``ros2 bag record`` does), and writes raw CDR with log time = receive time. It stops on
-SIGINT/SIGTERM or after ``--duration`` and closes the bag cleanly: what was received is kept.
+``ros2 bag record`` does) and a queue of ``--queue-depth`` messages, and writes raw CDR with log
+time = receive time. The bag is written at ``--out`` from the start, each MCAP chunk flushed
+once it is 1 MiB or 1 s old, so a SIGKILL loses at most that last chunk (``repair_bag`` recovers
+the rest). It stops on SIGINT/SIGTERM or after ``--duration``, closes the bag with its summary,
+and prints how many messages each topic's publishers sent that never reached the bag.
 
 Processes exchanging large images need ``FASTDDS_BUILTIN_TRANSPORTS`` set (see
 ``nflowjs_perception.dds``): with Fast DDS's default transports, best-effort 2 MP frames are
@@ -37,9 +40,12 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from rosbags.rosbag2.errors import ReaderError, WriterError
+
+from nflowjs_perception.bag_tools.bagread import BagError
 from nflowjs_perception.bag_tools.messages import IMAGE_TOPIC
 from nflowjs_perception.bag_tools.player import PlayStats, play
-from nflowjs_perception.bag_tools.recorder import RecordStats, record
+from nflowjs_perception.bag_tools.recorder import DEFAULT_QUEUE_DEPTH, RecordStats, record
 from nflowjs_perception.bag_tools.ros_node import log_stderr
 from nflowjs_perception.dds import transport_warning
 
@@ -99,7 +105,27 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--duration", type=float, help="stop after this many seconds")
     r.add_argument("--compress", action="store_true", help="zstd chunk compression")
     r.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    r.add_argument(
+        "--queue-depth",
+        type=int,
+        default=DEFAULT_QUEUE_DEPTH,
+        metavar="N",
+        help=f"messages per topic waiting to be written (default {DEFAULT_QUEUE_DEPTH}; memory "
+        "up to N x message size)",
+    )
     return parser
+
+
+def _record_report(stats: RecordStats) -> str:
+    counts = ", ".join(f"{t} x{n}" for t, n in stats.messages.items()) or "nothing"
+    dropped = sum(stats.dropped.values())
+    lost = ", ".join(f"{t} {n}" for t, n in stats.dropped.items() if n)
+    return f"recorded {stats.path} in {stats.wall_s:.1f} s: {counts}; dropped {dropped}" + (
+        f" ({lost}: sent by their publishers but never written: lost on the way, or pushed out "
+        "of a full queue while the recorder was busy; raise --queue-depth)"
+        if dropped
+        else ""
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -139,10 +165,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 stop=stop,
                 compress=args.compress,
                 overwrite=args.overwrite,
+                queue_depth=args.queue_depth,
             )
-            counts = ", ".join(f"{t} x{n}" for t, n in stats.messages.items()) or "nothing"
-            log_stderr(f"recorded {stats.path} in {stats.wall_s:.1f} s: {counts}")
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
+            log_stderr(_record_report(stats))
+    except (BagError, OSError, ValueError, ReaderError, WriterError) as error:
         log_stderr(f"{args.command}: error: {error}")
         return 2
     return 0
