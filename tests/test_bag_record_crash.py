@@ -1,0 +1,186 @@
+"""record_bag as a real process: killed with SIGKILL and repaired, stopped with SIGTERM after a
+burst of large frames, frozen with SIGSTOP so that its queue overflows and it counts the drops.
+
+Each test runs on its own random ROS_DOMAIN_ID (the ``context`` fixture of test_bag_replay).
+"""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rclpy
+from mcap.exceptions import McapError
+from mcap.records import Message
+from mcap.stream_reader import StreamReader
+from rclpy.context import Context
+from rclpy.duration import Duration
+from rclpy.node import Node
+from rclpy.qos import QoSProfile
+from rosbags.rosbag2 import Reader
+from sensor_msgs.msg import Image
+from test_bag_replay import read_back, run_module, wait_until
+
+from nflowjs_perception import dds
+from nflowjs_perception.bag_tools.messages import header_stamp_ns, image_array, stamp_ns
+
+
+@pytest.fixture
+def context(monkeypatch):
+    """An rclpy context on a fresh domain, which the recorder processes inherit."""
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+    monkeypatch.setenv(dds.ENVIRONMENT_VARIABLE, dds.SINGLE_HOST)
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    ctx.try_shutdown()
+
+
+def live_stamps(mcap: Path) -> list[int]:
+    """Header stamps (s) in the complete chunks of an MCAP file that may still be written."""
+    stamps = []
+    try:
+        with mcap.open("rb") as file:
+            for record in StreamReader(file).records:
+                if isinstance(record, Message):
+                    stamps.append(header_stamp_ns(record.data) // 1_000_000_000)
+    except (McapError, FileNotFoundError):
+        pass
+    return stamps
+
+
+def live_messages(mcap: Path) -> int:
+    return len(live_stamps(mcap))
+
+
+def frame(i: int, height: int, width: int) -> Image:
+    pixels = np.full((height, width, 3), i % 256, np.uint8)
+    pixels[0, :3, 0] = (i // 256, i % 256, 7)
+    msg = Image(height=height, width=width, encoding="rgb8", step=width * 3)
+    msg.data = pixels.tobytes()
+    msg.header.stamp.sec, msg.header.frame_id = 1000 + i, "cam"
+    return msg
+
+
+def run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", f"nflowjs_perception.bag_tools.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ),
+    )
+
+
+def test_a_sigkilled_recording_loses_at_most_its_last_chunk_and_repairs(tmp_path, context):
+    out = tmp_path / "killed"
+    recorder = run_module("record", "--out", str(out), "/cam")
+    node = Node("camera", context=context)
+    cam = node.create_publisher(Image, "/cam", QoSProfile(depth=50))  # reliable
+    wait_until(lambda: cam.get_subscription_count(), 30, "the recorder to subscribe")
+    for i in range(12):
+        cam.publish(frame(i, 120, 160))
+    assert cam.wait_for_all_acked(Duration(seconds=30))
+    # The bag is at --out from the start, and its chunks reach the file within a second.
+    wait_until(lambda: live_messages(out / "killed.mcap") == 12, 30, "12 messages on disk")
+    for i in range(12, 15):  # in the recorder's pending chunk, or not even received: may be lost
+        cam.publish(frame(i, 120, 160))
+    recorder.send_signal(signal.SIGKILL)
+    recorder.communicate(timeout=30)
+    node.destroy_node()
+    assert sorted(p.name for p in out.iterdir()) == ["killed.mcap"]  # no metadata.yaml
+
+    for tool in (("replay", "play", str(out)), ("evaluate", str(out))):
+        refused = run_tool(*tool)
+        assert refused.returncode == 2
+        (line,) = refused.stderr.strip().splitlines()
+        assert f"{out} has killed.mcap but no metadata.yaml" in line
+        assert f"run `repair_bag {out}`" in line
+
+    repaired = run_tool("repair", str(out))
+    assert repaired.returncode == 0, repaired.stderr
+    topics = read_back(out)  # rosbags and the mcap reader agree
+    stamps = [stamp_ns(m.header.stamp) // 1_000_000_000 - 1000 for _, m in topics["/cam"]]
+    assert 12 <= len(stamps) <= 15
+    assert stamps == list(range(len(stamps)))
+    assert f"{len(stamps)} messages recovered (/cam x{len(stamps)})" in repaired.stdout
+    assert "killed.mcap.damaged" in repaired.stdout
+    assert (out / "killed.mcap.damaged").is_file()  # the original is kept
+    np.testing.assert_array_equal(image_array(topics["/cam"][5][1])[1:, :, :], 5)
+    again = run_tool("repair", str(out))
+    assert again.returncode == 0 and "nothing to repair" in again.stderr
+
+
+def test_a_burst_of_large_frames_from_a_reliable_publisher_is_recorded_whole(tmp_path, context):
+    n, height, width = 60, 720, 1280  # 2.8 MB frames, 166 MB published at once
+    out = tmp_path / "burst"
+    recorder = run_module("record", "--out", str(out), "/cam")
+    node = Node("camera", context=context)
+    # The publisher keeps the whole burst until acknowledged; the recorder must not drop any.
+    cam = node.create_publisher(Image, "/cam", QoSProfile(depth=n))
+    wait_until(lambda: cam.get_subscription_count(), 30, "the recorder to subscribe")
+    for i in range(n):
+        cam.publish(frame(i, height, width))
+    assert cam.wait_for_all_acked(Duration(seconds=120))
+    recorder.send_signal(signal.SIGTERM)
+    _, err = recorder.communicate(timeout=60)
+    node.destroy_node()
+    assert recorder.returncode == 0, err
+    assert f"/cam x{n}; dropped 0" in err
+    with Reader(out) as reader:  # closed cleanly: summary and metadata.yaml
+        (conn,) = reader.connections
+        assert conn.msgcount == n
+        assert conn.ext.offered_qos_profiles[0].reliability.name == "RELIABLE"
+        got = [raw for _, _, raw in reader.messages()]
+    assert len(got) == n
+    topics = read_back(out)
+    assert [stamp_ns(m.header.stamp) - 1000 * 10**9 for _, m in topics["/cam"]] == [
+        i * 10**9 for i in range(n)
+    ]
+    last = image_array(topics["/cam"][-1][1])
+    assert last.shape == (height, width, 3) and tuple(last[0, :3, 0]) == (0, n - 1, 7)
+
+
+def test_a_recorder_whose_queue_overflows_says_how_many_it_dropped(tmp_path, context):
+    out = tmp_path / "frozen"
+    recorder = run_module("record", "--out", str(out), "--queue-depth", "1", "/cam")
+    node = Node("camera", context=context)
+    n = 30
+    cam = node.create_publisher(Image, "/cam", QoSProfile(depth=n))  # reliable, keeps them all
+    wait_until(lambda: cam.get_subscription_count(), 30, "the recorder to subscribe")
+    cam.publish(frame(0, 4, 4))
+    wait_until(lambda: live_messages(out / "frozen.mcap") == 1, 30, "the first message on disk")
+    recorder.send_signal(signal.SIGSTOP)  # a recorder stalled (disk, CPU) while frames arrive
+    try:
+        for i in range(1, n):
+            cam.publish(frame(i, 4, 4))
+    finally:
+        recorder.send_signal(signal.SIGCONT)
+    # Delivered into a queue of one: most are overwritten before the recorder takes them.
+    assert cam.wait_for_all_acked(Duration(seconds=60))
+    # The newest frame always stays in the queue: once it is on disk, the recorder is done.
+    wait_until(lambda: 1000 + n - 1 in live_stamps(out / "frozen.mcap"), 30, "the last frame")
+    recorder.send_signal(signal.SIGINT)
+    _, err = recorder.communicate(timeout=60)
+    node.destroy_node()
+    assert recorder.returncode == 0, err
+    with Reader(out) as reader:
+        recorded = [stamp_ns(m.header.stamp) for _, m in read_back(out)["/cam"]]
+        assert reader.message_count == len(recorded)
+    dropped = n - len(recorded)
+    assert dropped > 0  # else the test did not overflow the queue
+    assert f"/cam x{len(recorded)}; dropped {dropped} (/cam {dropped}: sent by" in err
+    assert recorded[0] == 1000 * 10**9 and recorded[-1] == (1000 + n - 1) * 10**9
+
+
+def test_a_duration_run_reports_its_drops_too(tmp_path, context):
+    out = tmp_path / "short"
+    done = run_tool("replay", "record", "--out", str(out), "--duration", "1", "/nobody")
+    assert done.returncode == 0, done.stderr
+    assert f"recorded {out} in " in done.stderr and "nothing; dropped 0" in done.stderr
+    with Reader(out) as reader:
+        assert reader.message_count == 0
