@@ -54,6 +54,7 @@ setup(
             f"play_bag = {PACKAGE}.bag_tools.replay:play_main",
             f"record_bag = {PACKAGE}.bag_tools.replay:record_main",
             f"evaluate_bag = {PACKAGE}.bag_tools.evaluate:main",
+            f"repair_bag = {PACKAGE}.bag_tools.repair:main",
             f"make_road_obstacles = {PACKAGE}.bag_tools.road_obstacles:main",
         ],
     },

@@ -125,6 +125,18 @@ def open_recording_writer(path: Path, compress: bool) -> RecordingWriter:
     return writer
 
 
+def make_parent(out: Path) -> None:
+    """Create the folders above ``out``, saying so when a file stands where one must go."""
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise NotADirectoryError(
+                    f"cannot create {out}: {parent} is a file, not a folder: choose another --out"
+                )
+            break
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
 @contextmanager
 def staged_bag(
     out: str | Path, overwrite: bool = False, keep_on_error: bool = False
@@ -137,7 +149,7 @@ def staged_bag(
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists: choose another output folder or pass --overwrite")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     staged = staging / out.name
     try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from rclpy.context import Context
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from nflowjs_perception.bag_tools.bagio import open_recording_writer, qos
+from nflowjs_perception.bag_tools.bagio import make_parent, open_recording_writer, qos
 from nflowjs_perception.bag_tools.messages import TYPESTORE
 from nflowjs_perception.bag_tools.ros_node import RosNode, log_stderr, message_class
 
@@ -96,7 +96,7 @@ def record(
         if not overwrite:
             raise FileExistsError(f"{out} exists: choose another --out or pass --overwrite")
         shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_parent(out)
     stats = RecordStats(out)
     started = time.monotonic()
     pending = list(wanted)

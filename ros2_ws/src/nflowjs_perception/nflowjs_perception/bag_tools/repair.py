@@ -22,9 +22,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mcap.exceptions import McapError
-from mcap.records import Channel, Chunk, DataEnd, Message, Schema
-from mcap.stream_reader import StreamReader, breakup_chunk
 from rosbags.rosbag2.metadata import parse_qos
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.msg import get_types_from_msg
@@ -34,6 +31,13 @@ from nflowjs_perception.bag_tools.bagio import open_writer, staged_bag
 from nflowjs_perception.bag_tools.bagread import BagError, messages, open_bag
 from nflowjs_perception.bag_tools.messages import TYPESTORE
 from nflowjs_perception.bag_tools.ros_node import log_stderr
+
+try:  # pip's mcap: in pyproject and the runtime image, but no rosdep key lists it for a ROS install
+    from mcap.exceptions import McapError
+    from mcap.records import Channel, Chunk, DataEnd, Message, Schema
+    from mcap.stream_reader import StreamReader, breakup_chunk
+except ImportError:
+    StreamReader = None
 
 
 @dataclass
@@ -183,6 +187,8 @@ def repair(
 ) -> RepairSummary:
     """Rebuild ``bag`` (in place, or into ``out``) from the complete records of its MCAP files."""
     bag = Path(bag)
+    if StreamReader is None:
+        raise BagError("repair_bag needs the Python package mcap: pip install 'mcap>=1.2,<2'")
     if not bag.is_dir():
         raise BagError(
             f"{bag} is not a bag folder{' (it does not exist)' if not bag.exists() else ''}: "
