@@ -22,10 +22,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from rosbags.rosbag2.metadata import parse_qos
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.msg import get_types_from_msg
-from ruamel.yaml import YAML
 
 from nflowjs_perception.bag_tools.bagio import open_writer, staged_bag
 from nflowjs_perception.bag_tools.bagread import BagError, messages, open_bag
@@ -164,7 +164,7 @@ def _old_custom_data(bag: Path) -> dict[str, str]:
     """custom_data of a metadata.yaml still readable enough (the converters put dataset info
     there); {} otherwise."""
     try:
-        info = YAML(typ="safe").load((bag / "metadata.yaml").read_text())
+        info = yaml.safe_load((bag / "metadata.yaml").read_text())
         data = info["rosbag2_bagfile_information"].get("custom_data") or {}
         return {str(k): str(v) for k, v in data.items()}
     except Exception:  # garbage is what this tool is for
