@@ -1,9 +1,12 @@
 """LDN-121: parameter count, output shapes, gradient checkpointing."""
 
+import copy
+
 import pytest
 import torch
 
 from nflowjs.networks import LadderDenseNet, ldn_config
+from nflowjs.networks.layers import batchnorm_statistics_kept
 from nflowjs.networks.ldn import count_parameters
 
 # REFERENCE.md: the authors' LDN-121 with 19 classes, without its unused auxiliary logits.
@@ -70,6 +73,46 @@ def test_gradient_checkpointing_gives_the_same_gradients():
     assert grads[0].keys() == grads[1].keys()
     for name, grad in grads[0].items():
         torch.testing.assert_close(grads[1][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_a_checkpointed_stage2_step_updates_batchnorm_statistics_once(tiny_flow):
+    """Stage 2 backpropagates through the segmenter twice; with checkpointing each pass
+    recomputes BN layers. Running statistics must still end as without checkpointing."""
+    from nflowjs.pasting import random_locations
+    from nflowjs.training.common import FlowObjective
+    from nflowjs.training.stage2 import nflowjs_step
+
+    torch.manual_seed(0)
+    reference = LadderDenseNet(ldn_config("ldn-lite", num_classes=5)).train()
+    checkpointed = copy.deepcopy(reference)
+    checkpointed.set_gradient_checkpointing(True)
+    flow_objective = FlowObjective(tiny_flow.eval())
+    images, labels = torch.rand(2, 3, 64, 64), torch.randint(0, 5, (2, 64, 64))
+    locations = random_locations(2, (16, 24), (64, 64))
+
+    for model in (reference, checkpointed):
+        torch.manual_seed(1)  # the same negatives
+        objective, *_ = nflowjs_step(
+            model, flow_objective, images, labels, (16, 24), locations, 0.5
+        )
+        with batchnorm_statistics_kept(model):
+            objective.backward()
+    stats = [
+        {n: b for n, b in m.named_buffers() if "running" in n or "batches" in n}
+        for m in (reference, checkpointed)
+    ]
+    for name, value in stats[0].items():
+        torch.testing.assert_close(stats[1][name], value, rtol=1e-5, atol=1e-7, msg=name)
+
+    # what the context prevents: a plain checkpointed backward updates them again
+    before = {n: b.clone() for n, b in checkpointed.named_buffers() if "running_mean" in n}
+    loss = checkpointed(images).logsumexp(1).mean()
+    after_forward = {n: b.clone() for n, b in checkpointed.named_buffers() if "running_mean" in n}
+    loss.backward()
+    moved = [
+        n for n, b in checkpointed.named_buffers() if n in before and not b.equal(after_forward[n])
+    ]
+    assert moved, "checkpointed backward no longer recomputes BN: the context may be unnecessary"
 
 
 def test_checkpointing_is_actually_used(monkeypatch):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -11,12 +14,38 @@ from torch.utils.checkpoint import checkpoint
 def run_checkpointed(module: nn.Module, x: torch.Tensor, enabled: bool) -> torch.Tensor:
     """Run ``module(x)``, recomputing its activations in backward when ``enabled`` and training.
 
-    BatchNorm running statistics are updated twice per step under checkpointing (forward and
-    recomputation); gradients are unaffected because train-mode BN uses batch statistics.
+    The recomputation in backward runs BatchNorm again: wrap backward passes in
+    ``batchnorm_statistics_kept`` so that running statistics are updated by the forward only.
     """
     if enabled and module.training and torch.is_grad_enabled():
         return checkpoint(module, x, use_reentrant=False)
     return module(x)
+
+
+@contextmanager
+def batchnorm_statistics_kept(model: nn.Module) -> Iterator[None]:
+    """Inside the block, train-mode BatchNorm layers of ``model`` leave their running statistics
+    (and batch counters) as they were; they still normalise with batch statistics.
+
+    For backward passes under gradient checkpointing: each recomputation would otherwise update
+    the running statistics again with the same batch (twice per stage-1 step, three times per
+    stage-2 step, which backpropagates through the segmenter twice). Momentum 0 makes the update
+    a no-op; gradients do not depend on it.
+    """
+    norms = [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats
+    ]
+    saved = [(m.momentum, m.num_batches_tracked.clone()) for m in norms]
+    for m in norms:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, (momentum, batches) in zip(norms, saved, strict=True):
+            m.momentum = momentum
+            m.num_batches_tracked.copy_(batches)
 
 
 class BNReluConv(nn.Sequential):

@@ -9,6 +9,7 @@ from nflowjs.checkpoint import config_dict, segmenter_state
 from nflowjs.config import TrainConfig
 from nflowjs.data.transforms import IGNORE_ID, to_model_input
 from nflowjs.networks import LadderDenseNet, ldn_config
+from nflowjs.networks.layers import batchnorm_statistics_kept
 from nflowjs.training.common import (
     Runtime,
     StageFiles,
@@ -62,7 +63,8 @@ def train_stage1(config: TrainConfig, runtime: Runtime) -> dict:
             with autocast(runtime, config.runtime.amp):
                 loss = F.cross_entropy(trained(images), labels, ignore_index=IGNORE_ID)
             optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
+            with batchnorm_statistics_kept(trained):  # checkpointing's recomputation
+                scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             step += 1

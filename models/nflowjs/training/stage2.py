@@ -13,6 +13,7 @@ from nflowjs.checkpoint import build_flow, build_segmenter, config_dict, segment
 from nflowjs.config import TrainConfig
 from nflowjs.data.transforms import IGNORE_ID, to_model_input
 from nflowjs.losses import nflowjs_loss
+from nflowjs.networks.layers import batchnorm_statistics_kept
 from nflowjs.pasting import crop_windows, draw_patch_size, inlier_locations, paste_patches
 from nflowjs.scores import jsd_ood_score
 from nflowjs.training.common import (
@@ -59,7 +60,8 @@ def nflowjs_step(
     with segmenter_context():
         logits = segmenter(leaf).float()
     loss = nflowjs_loss(logits, batch.labels, batch.ood_mask, nll, lam, IGNORE_ID)
-    (grad,) = torch.autograd.grad(loss_scale * lam * loss.negative, leaf, retain_graph=True)
+    with batchnorm_statistics_kept(segmenter):  # checkpointing's recomputation
+        (grad,) = torch.autograd.grad(loss_scale * lam * loss.negative, leaf, retain_graph=True)
     surrogate = (batch.images * (grad / loss_scale)).sum()
     objective = loss.cross_entropy + lam * loss.negative + loss.nll + surrogate
     return objective, loss, batch, logits
@@ -131,7 +133,8 @@ def train_stage2(config: TrainConfig, runtime: Runtime) -> dict:
             )
             optimizer.zero_grad(set_to_none=True)
             flow_optimizer.zero_grad(set_to_none=True)
-            scaler.scale(objective).backward()
+            with batchnorm_statistics_kept(segmenter):
+                scaler.scale(objective).backward()
             scaler.step(optimizer)
             scaler.step(flow_optimizer)
             scaler.update()
