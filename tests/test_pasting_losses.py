@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from conftest import variational_parameter_names
 from nflowjs.losses import negative_loss, nflowjs_loss
 from nflowjs.networks import LadderDenseNet, ldn_config
-from nflowjs.pasting import draw_patch_size, paste_patches
+from nflowjs.pasting import clamp_to_image_range, draw_patch_size, paste_patches
 from nflowjs.scores import jsd_to_uniform
 
 
@@ -148,6 +148,29 @@ def test_joint_step_gives_each_network_the_gradient_of_its_own_loss(tiny_flow):
         not torch.allclose(naive_total[1][n], g, rtol=1e-3, atol=1e-8)
         for n, g in generative[1].items()
     )
+
+
+def test_clamped_negatives_pass_the_gradient_at_out_of_range_values():
+    samples = torch.tensor([-0.5, 0.25, 1.5], requires_grad=True)
+    pasted = clamp_to_image_range(samples)
+    assert pasted.tolist() == [0.0, 0.25, 1.0]  # the segmenter sees only image values
+    pasted.backward(torch.tensor([2.0, 3.0, 4.0]))
+    assert samples.grad.tolist() == [2.0, 3.0, 4.0]  # plain clamp gives [0, 3, 0]
+
+
+def test_the_flow_learns_from_an_out_of_range_pasted_pixel(tiny_flow):
+    from nflowjs.training.common import FlowObjective
+
+    torch.manual_seed(0)
+    objective = FlowObjective(tiny_flow)
+    negatives, _ = objective(torch.rand(2, 3, 16, 24), (16, 24))
+    # clamped pixels sit exactly on 0 or 1 (an in-range sample lands there with probability 0)
+    outside = ((negatives == 0) | (negatives == 1)).nonzero()
+    assert len(outside) > 0, "the seeded initial flow draws some out-of-range pixels"
+    tiny_flow.zero_grad()
+    negatives[tuple(outside[0])].backward()  # d(that one pasted pixel)/d(flow parameters)
+    grads = [p.grad for p in tiny_flow.parameters() if p.grad is not None]
+    assert grads and sum(g.abs().sum() for g in grads) > 0
 
 
 def test_negative_term_reaches_the_flow_through_pasted_samples(tiny_flow):

@@ -21,6 +21,7 @@ from nflowjs.config import TrainConfig
 from nflowjs.data.registry import build_dataset
 from nflowjs.data.transforms import training_transform
 from nflowjs.networks.ldn import IMAGENET_MEAN
+from nflowjs.pasting import clamp_to_image_range
 
 
 @dataclass
@@ -48,8 +49,9 @@ class Runtime:
 
 
 class FlowObjective(torch.nn.Module):
-    """The flow's work in one ``forward`` (what DDP synchronises): the NLL in bits/dim of
-    inlier crops and, given a ``size``, one synthetic negative per crop."""
+    """The flow's work in one ``forward`` (what DDP synchronises): L_nll of the inlier crops, in
+    bits per dimension (see ``nflowjs.losses.NFlowJSLoss``), and, given a ``size``, one synthetic
+    negative per crop, clamped to the image range with a straight-through gradient."""
 
     def __init__(self, flow: torch.nn.Module):
         super().__init__()
@@ -58,9 +60,7 @@ class FlowObjective(torch.nn.Module):
     def forward(self, inlier_crops: torch.Tensor, size: tuple[int, int] | None = None):
         negatives = None
         if size is not None:
-            # Pasted values stay in the image range: out-of-range pixels would be a trivial
-            # cue for the segmenter that real anomalies never show.
-            negatives = self.flow.sample(len(inlier_crops), *size).clamp(0.0, 1.0)
+            negatives = clamp_to_image_range(self.flow.sample(len(inlier_crops), *size))
         return negatives, self.flow.nll_bits_per_dim(inlier_crops)
 
 
