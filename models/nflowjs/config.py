@@ -60,6 +60,8 @@ class Stage2Config:
     lr: float = 1e-5
     backbone_lr_factor: float = 0.25
     min_lr: float = 1e-7
+    # The paper's lambda (sec. 4.3), for L_neg a per-pixel mean and L_nll in bits per dimension
+    # (nflowjs.losses.NFlowJSLoss says why that unit).
     lam: float = 0.03
     flow_lr: float = 1e-6
     patch_range: tuple[int, int] = (16, 216)

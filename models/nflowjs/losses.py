@@ -21,6 +21,18 @@ def negative_loss(logits: torch.Tensor, ood_mask: torch.Tensor) -> torch.Tensor:
 
 
 class NFlowJSLoss(NamedTuple):
+    """The three terms of one joint step and lambda.
+
+    L_nll is in bits per dimension (the crop's mean over its C*H*W values, base 2), although
+    eq. 4 writes -ln p(x^c), a total in nats. REFERENCE.md does not settle the authors' unit for
+    L_nll; we use bits per dimension because the flow is pre-trained in that unit (DenseFlow's
+    loss), and because the per-dimension mean keeps L_nll's weight against lambda * L_neg (itself
+    a per-pixel mean) the same for every patch size: the sides are drawn from U(16, 216), so crop
+    volumes differ 180x, and in nats per crop L_nll would be C*H*W*ln 2 times larger (about
+    3e4 for a 120x120 crop), leaving lambda * L_neg no say in the flow's update. The paper's
+    lambda = 0.03 is used with this unit.
+    """
+
     cross_entropy: torch.Tensor  # mean over non-ignored (inlier) pixels
     negative: torch.Tensor  # L_neg as above
     nll: torch.Tensor  # L_nll: flow NLL of the replaced inlier crops, bits per dim
