@@ -6,13 +6,37 @@ from nflowjs import toy2d
 
 
 def test_nflowjs_beats_max_softmax_off_the_manifold(tmp_path):
-    # The defaults of `python -m nflowjs.toy2d` (about 30 s on 2 cores): what the README shows.
+    # The defaults of `python -m nflowjs.toy2d`, seed 0: the README's first rows.
     torch.set_num_threads(2)
-    results = toy2d.run(toy2d.ToyConfig(), tmp_path, progress=False)
-    msp, nflowjs = results["max-softmax baseline"], results["NFlowJS (JSD)"]
+    result = toy2d.run(toy2d.ToyConfig(), tmp_path, progress=False)
+    msp, nflowjs = result.auroc["max-softmax baseline"], result.auroc["NFlowJS (JSD)"]
     for band in msp:
-        assert nflowjs[band] > msp[band] + 0.1, (band, results)
+        assert nflowjs[band] > msp[band] + 0.1, (band, result.auroc)
     assert (tmp_path / "toy2d.png").stat().st_size > 10_000
+    for stage, fractions in result.placement.items():
+        assert abs(sum(fractions.values()) - 1.0) < 1e-6, stage
+
+
+def test_negatives_around_the_manifold_make_the_classifier_confident_only_near_it():
+    # Figure 2's negatives (a ring 0.2-1.0 from the inliers) in place of the flow: the
+    # classifier's half of the method reaches the far-band target.
+    torch.set_num_threads(2)
+    config = toy2d.ToyConfig(negatives_from="ring", flow_steps=1, joint_steps=1000)
+    result = toy2d.run(config, None, progress=False)
+    far = "far > 1.0"
+    assert result.auroc["NFlowJS (JSD)"][far] >= 0.95, result.auroc
+    assert result.auroc["NFlowJS (JSD)"][far] >= result.auroc["max-softmax baseline"][far] + 0.2
+
+
+def test_distance_profile_counts_each_point_once():
+    inliers = torch.zeros(1, 2)
+    points = torch.tensor([[0.05, 0.0], [0.2, 0.0], [0.5, 0.0], [3.0, 0.0]])
+    assert toy2d.distance_profile(points, inliers) == {
+        "0-0.1": 0.25,
+        "0.1-0.3": 0.25,
+        "0.3-1": 0.25,
+        "> 1": 0.25,
+    }
 
 
 def test_off_manifold_points_respect_their_distance_band():
