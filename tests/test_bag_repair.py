@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mcap.records import Chunk, DataEnd
 from mcap.stream_reader import StreamReader, breakup_chunk
-from rosbags.rosbag2 import Reader, Writer
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
 from ruamel.yaml import YAML
 
 from conftest import write_fake_camvid
@@ -341,3 +341,17 @@ def test_record_and_convert_refuse_an_unusable_out_in_one_line(camvid_bag, tmp_p
     assert_one_line(capsys.readouterr().err, "convert_to_bag", camvid_bag, ["--overwrite"])
     with Reader(camvid_bag) as reader:  # the existing bag is untouched
         assert reader.message_count > 0
+
+
+def test_a_damaged_sqlite3_bag_is_not_sent_to_repair_bag(tmp_path, capsys):
+    bag = tmp_path / "sqlite"
+    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    conn = writer.add_connection("/chatter", STRING, typestore=TYPESTORE)
+    writer.write(conn, 1, serialize(TYPESTORE.types[STRING](data="hello")))
+    writer.close()
+    (bag / "sqlite.db3").write_bytes(b"not a database, not any more" * 10)
+    assert evaluate.main([str(bag), "--quiet"]) == 2
+    line = capsys.readouterr().err
+    assert_one_line(line, "evaluate_bag", bag, ["ros2 bag reindex", "sqlite3 bag"])
+    assert "run `repair_bag" not in line  # it would refuse this bag
