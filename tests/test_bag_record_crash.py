@@ -301,3 +301,27 @@ def test_the_bag_is_closed_even_when_rclpy_fails_to_shut_down(tmp_path, context,
         record(tmp_path / "closed", ["/nobody"], duration=0.2, context=context, log=print)
     with Reader(tmp_path / "closed") as reader:  # summary and metadata.yaml written
         assert reader.message_count == 0
+
+
+def test_recorded_chunks_carry_a_crc_so_repair_finds_damage_that_still_decodes(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(bagio, "CHUNK_SECONDS", 0.0)  # a chunk per message
+    bag = tmp_path / "rec"
+    writer = bagio.open_writer(bag, compress=False, recording=True)
+    conn = writer.add_connection("/chatter", STRING, typestore=TYPESTORE)
+    for text in ("a" * 1000, "b" * 1000):
+        writer.write(conn, 1, serialize(TYPESTORE.types[STRING](data=text)))
+    writer.close()
+    with Reader(bag) as reader:  # rosbags checks the CRCs it reads
+        assert [deserialize(raw, STRING).data[0] for _, _, raw in reader.messages()] == ["a", "b"]
+    mcap = bag / "rec.mcap"
+    data = mcap.read_bytes()
+    at = data.index(b"b" * 1000) + 500  # the second chunk (the first declares the topic)
+    mcap.write_bytes(data[:at] + b"z" + data[at + 1 :])  # still a string: decodes
+
+    assert repair.main([str(bag), "--out", str(tmp_path / "fixed")]) == 0
+    out = capsys.readouterr()
+    assert "1 damaged chunk(s) skipped" in out.out and "CRC" in out.err.upper()
+    with Reader(tmp_path / "fixed") as reader:
+        assert [deserialize(raw, STRING).data for _, _, raw in reader.messages()] == ["a" * 1000]
