@@ -14,6 +14,7 @@ import pytest
 from mcap.records import Chunk, DataEnd
 from mcap.stream_reader import StreamReader, breakup_chunk
 from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.errors import WriterError
 from ruamel.yaml import YAML
 
 from conftest import write_fake_camvid
@@ -181,6 +182,22 @@ def test_a_write_error_is_reported_and_leaves_the_bag_as_it_was(
     assert sorted(p.name for p in cut.iterdir()) == ["strings.mcap"]  # nothing swapped in
     assert (cut / "strings.mcap").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut"]  # no staging folder left
+
+
+def test_a_writer_that_cannot_open_is_not_called_read_damage(
+    original, tmp_path, monkeypatch, capsys
+):
+    cut, data = cut_copy(original, tmp_path, 3)
+
+    def refuse(self):
+        raise WriterError("cannot create the storage")
+
+    monkeypatch.setattr(Writer, "open", refuse)
+    assert repair.main([str(cut)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{cut} was not repaired (WriterError: cannot create the storage)" in line
+    assert sorted(p.name for p in cut.iterdir()) == ["strings.mcap"]
+    assert (cut / "strings.mcap").read_bytes() == data
 
 
 def test_a_bag_of_topics_without_messages_is_not_repaired(tmp_path, capsys):

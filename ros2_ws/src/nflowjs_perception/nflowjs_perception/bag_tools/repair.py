@@ -102,13 +102,13 @@ class _Rewriter:
                     return f"{mcap.name}: complete records end at byte {complete} of {size} ({why})"
                 except Exception as error:  # a garbled length or string: stop here
                     return f"{mcap.name}: unreadable after byte {complete} of {size} ({error})"
+                if self.writer is None and isinstance(record, Chunk):  # outside the try above
+                    self.writer = self.open_writer(record.compression != "")
                 self._copy_records(inner, schemas, channels, mcap.name)
 
     def _chunk_records(self, record, name: str) -> list:
         if not isinstance(record, Chunk):
             return [record]
-        if self.writer is None:
-            self.writer = self.open_writer(record.compression != "")
         try:
             return breakup_chunk(record, validate_crc=True)
         except Exception as error:  # zstd/lz4/CRC: skip the chunk
