@@ -87,3 +87,22 @@ def ros():
     rclpy.init()
     yield
     rclpy.shutdown()
+
+
+@pytest.fixture
+def context(monkeypatch):
+    """An rclpy context on a fresh domain; subprocesses inherit the domain from os.environ."""
+    import random
+
+    import rclpy
+    from rclpy.context import Context
+
+    from nflowjs_perception import dds
+
+    # <= 101: on Linux, higher ids put DDS ports into the ephemeral range (ROS 2 docs).
+    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+    monkeypatch.setenv(dds.ENVIRONMENT_VARIABLE, dds.SINGLE_HOST)
+    ctx = Context()
+    rclpy.init(context=ctx)
+    yield ctx
+    ctx.try_shutdown()

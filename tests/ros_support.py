@@ -11,6 +11,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -129,3 +130,57 @@ def image_message(pixels: np.ndarray, encoding: str, stamp_ns: int, frame_id: st
     msg.step = pixels.strides[0]
     msg.data = pixels.tobytes()
     return msg
+
+
+def wait_until(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def run_module(*args: str) -> subprocess.Popen:
+    """``replay`` (play/record) as a process, on this process's ROS domain and transport."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "nflowjs_perception.bag_tools.replay", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
+
+
+def run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
+    """A bag tool run to its end; on a domain of its own unless a test chose one (``context``)."""
+    env = dict(os.environ)
+    env.setdefault("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
+    env.setdefault(dds.ENVIRONMENT_VARIABLE, dds.SINGLE_HOST)
+    return subprocess.run(
+        [sys.executable, "-m", f"nflowjs_perception.bag_tools.{module}", *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+
+
+def read_back(bag: Path) -> dict[str, list]:
+    """topic -> [(log time, message)] read with rosbags, checked against the mcap reader."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    from rosbags.rosbag2 import Reader
+
+    from nflowjs_perception.bag_tools.messages import deserialize
+
+    topics: dict[str, list] = {}
+    with Reader(bag) as reader:
+        for conn, log_ns, raw in reader.messages():
+            topics.setdefault(conn.topic, []).append((log_ns, deserialize(raw, conn.msgtype)))
+    with next(bag.glob("*.mcap")).open("rb") as file:
+        reader = make_reader(file, decoder_factories=[DecoderFactory()])
+        counts: dict[str, int] = {}
+        for _, channel, _message, _ in reader.iter_decoded_messages(log_time_order=True):
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+    assert counts == {topic: len(messages) for topic, messages in topics.items()}
+    return topics

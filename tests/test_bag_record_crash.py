@@ -1,43 +1,42 @@
 """record_bag as a real process: killed with SIGKILL and repaired, stopped with SIGTERM after a
-burst of large frames, frozen with SIGSTOP so that its queue overflows and it counts the drops.
+burst of large frames, frozen with SIGSTOP so that its queue overflows and it counts the drops;
+then its parts in-process: the rosbags internals it relies on, fsync, drop counts, stored QoS.
 
-Each test runs on its own random ROS_DOMAIN_ID (the ``context`` fixture of test_bag_replay).
+Each test runs on its own random ROS_DOMAIN_ID (the ``context`` fixture of conftest).
 """
 
 import os
-import random
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from mcap.exceptions import McapError
 from mcap.records import Message
 from mcap.stream_reader import StreamReader
-from rclpy.context import Context
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import QoSProfile
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
+from rosbags.rosbag2.storage_mcap import McapWriter
 from sensor_msgs.msg import Image
-from test_bag_replay import read_back, run_module, wait_until
+from std_msgs.msg import String
 
-from nflowjs_perception import dds
-from nflowjs_perception.bag_tools.messages import header_stamp_ns, image_array, stamp_ns
+from nflowjs_perception.bag_tools import bagio, repair
+from nflowjs_perception.bag_tools.messages import (
+    TYPESTORE,
+    deserialize,
+    header_stamp_ns,
+    image_array,
+    serialize,
+    stamp_ns,
+)
+from nflowjs_perception.bag_tools.recorder import RecordStats, _SequenceGaps, _Subscriber, record
+from nflowjs_perception.bag_tools.replay import _record_report
+from nflowjs_perception.bag_tools.ros_node import RosNode
+from ros_support import read_back, run_module, run_tool, wait_until
 
-
-@pytest.fixture
-def context(monkeypatch):
-    """An rclpy context on a fresh domain, which the recorder processes inherit."""
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-    monkeypatch.setenv(dds.ENVIRONMENT_VARIABLE, dds.SINGLE_HOST)
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
+STRING = "std_msgs/msg/String"
 
 
 def live_stamps(mcap: Path) -> list[int]:
@@ -48,7 +47,7 @@ def live_stamps(mcap: Path) -> list[int]:
             for record in StreamReader(file).records:
                 if isinstance(record, Message):
                     stamps.append(header_stamp_ns(record.data) // 1_000_000_000)
-    except (McapError, FileNotFoundError):
+    except Exception:  # a poll of a file being written: a half-written record raises anything
         pass
     return stamps
 
@@ -64,16 +63,6 @@ def frame(i: int, height: int, width: int) -> Image:
     msg.data = pixels.tobytes()
     msg.header.stamp.sec, msg.header.frame_id = 1000 + i, "cam"
     return msg
-
-
-def run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", f"nflowjs_perception.bag_tools.{module}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=dict(os.environ),
-    )
 
 
 def test_a_sigkilled_recording_loses_at_most_its_last_chunk_and_repairs(tmp_path, context):
@@ -184,3 +173,155 @@ def test_a_duration_run_reports_its_drops_too(tmp_path, context):
     assert f"recorded {out} in " in done.stderr and "nothing; dropped 0" in done.stderr
     with Reader(out) as reader:
         assert reader.message_count == 0
+
+
+# The recorder's own parts, in-process: what the processes above cannot show deterministically.
+
+
+def test_the_rosbags_internals_the_bag_tools_rely_on_are_there():
+    # A rosbags release that renames these must fail here, not as a traceback on a robot.
+    assert bagio.missing_rosbags_internals() == []
+    assert callable(repair.parse_qos)
+
+
+def test_a_rosbags_without_those_internals_still_records(tmp_path, monkeypatch):
+    monkeypatch.setattr(bagio, "missing_rosbags_internals", lambda: ["McapWriter.bio"])
+    lines = []
+    writer = bagio.open_writer(tmp_path / "plain", compress=False, recording=True, log=lines.append)
+    ((line,),) = (lines,)
+    assert line.startswith("record: warning: rosbags ") and "lacks McapWriter.bio" in line
+    assert type(writer.storage) is McapWriter  # rosbags' own storage
+    conn = writer.add_connection("/chatter", STRING, typestore=TYPESTORE)
+    writer.write(conn, 1, serialize(TYPESTORE.types[STRING](data="kept")))
+    writer.close_chunk_if_due()
+    writer.close()
+    with Reader(tmp_path / "plain") as reader:
+        assert reader.message_count == 1
+
+
+def test_the_recorder_fsyncs_once_due_while_idle_and_when_it_closes(tmp_path, monkeypatch):
+    synced, real_fsync = [], os.fsync
+
+    def spy(fd):
+        synced.append(Path(os.readlink(f"/proc/self/fd/{fd}")).name)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", spy)
+    monkeypatch.setattr(bagio, "CHUNK_SECONDS", 0.0)  # every write closes its chunk
+    monkeypatch.setattr(bagio, "FSYNC_SECONDS", 3600.0)  # not due yet
+    bag = tmp_path / "rec"
+    writer = bagio.open_writer(bag, compress=False, recording=True)
+    conn = writer.add_connection("/chatter", STRING, typestore=TYPESTORE)
+    writer.write(conn, 1, serialize(TYPESTORE.types[STRING](data="last of a burst")))
+    assert live_chatter(bag / "rec.mcap") == ["last of a burst"]  # handed to the OS
+    assert synced == []
+    monkeypatch.setattr(bagio, "FSYNC_SECONDS", 0.0)  # due now, and no chunk will come
+    writer.close_chunk_if_due()
+    assert synced == ["rec.mcap"]
+    writer.close_chunk_if_due()
+    assert synced == ["rec.mcap"]  # nothing new to sync
+    writer.close()
+    assert sorted(synced[1:]) == ["metadata.yaml", "rec", "rec.mcap"]  # the folder: the names
+
+
+def live_chatter(mcap: Path) -> list[str]:
+    """The strings in the complete chunks of an MCAP file still being written."""
+    found = []
+    with mcap.open("rb") as file:
+        try:
+            for record in StreamReader(file).records:
+                if isinstance(record, Message):
+                    found.append(deserialize(record.data, STRING).data)
+        except McapError:  # the end of what was written: no summary yet
+            pass
+    return found
+
+
+def info(sequence=None, gid=None) -> dict:
+    return {"publication_sequence_number": sequence, "publisher_gid": gid}
+
+
+def test_drops_are_counted_without_publisher_ids_only_where_one_publisher_sent():
+    alone = _SequenceGaps(lambda: 1)  # an rclpy whose MessageInfo lacks publisher_gid
+    for sequence in (1, 2, 5, 6):
+        alone.see(info(sequence))
+    assert alone.count == 2
+    shared = _SequenceGaps(lambda: 2)
+    shared.see(info(1))
+    assert shared.count is None  # two publishers' numbers cannot be told apart
+    mute = _SequenceGaps(lambda: 1)
+    mute.see(info())
+    assert mute.count is None  # an rmw without sequence numbers
+    ids = _SequenceGaps(lambda: 2)
+    for sequence, gid in ((1, b"a"), (1, b"b"), (3, b"a"), (2, b"b")):
+        ids.see(info(sequence, {"data": gid}))
+    assert ids.count == 1
+
+    stats = RecordStats(Path("bag"), messages={"/a": 4, "/b": 1}, dropped={"/a": 2, "/b": None})
+    report = _record_report(stats)
+    assert "/a x4, /b x1; dropped 2 (/a 2: sent by" in report
+    assert report.endswith(
+        "; dropped: unknown for /b (the middleware reports no publisher sequence numbers, or "
+        "several publishers share the topic without their ids)"
+    )
+    stats.dropped = {"/b": None}
+    assert "/b x1; dropped: unknown for /b (" in _record_report(stats)
+
+
+def test_the_bag_stores_the_qos_the_recorder_subscribed_with(tmp_path, context):
+    strict = QoSProfile(
+        depth=5,
+        reliability=ReliabilityPolicy.RELIABLE,
+        durability=DurabilityPolicy.TRANSIENT_LOCAL,
+    )
+    loose = QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT)
+    node = Node("recorder_under_test", context=context)
+    writer = bagio.open_writer(tmp_path / "qos", compress=False, recording=True)
+    stats = RecordStats(tmp_path / "qos")
+    subscriber = _Subscriber(node, writer, {}, stats, 200, print)
+    subscriber._subscribe("/mixed", STRING, String, [strict, loose])  # the first is the strict one
+    writer.close()
+    node.destroy_node()
+    with Reader(tmp_path / "qos") as reader:
+        ((profile,),) = [c.ext.offered_qos_profiles for c in reader.connections]
+    assert profile.reliability.name == "BEST_EFFORT"  # a reliable reader would miss `loose`
+    assert profile.durability.name == "VOLATILE"
+    assert profile.depth == 20
+
+
+def test_the_bag_is_closed_even_when_rclpy_fails_to_shut_down(tmp_path, context, monkeypatch):
+    real_close = RosNode.close
+
+    def failing_close(self):
+        real_close(self)
+        raise RuntimeError("rclpy failed")
+
+    monkeypatch.setattr(RosNode, "close", failing_close)
+    with pytest.raises(RuntimeError, match="rclpy failed"):
+        record(tmp_path / "closed", ["/nobody"], duration=0.2, context=context, log=print)
+    with Reader(tmp_path / "closed") as reader:  # summary and metadata.yaml written
+        assert reader.message_count == 0
+
+
+def test_recorded_chunks_carry_a_crc_so_repair_finds_damage_that_still_decodes(
+    tmp_path, monkeypatch, capsys
+):
+    monkeypatch.setattr(bagio, "CHUNK_SECONDS", 0.0)  # a chunk per message
+    bag = tmp_path / "rec"
+    writer = bagio.open_writer(bag, compress=False, recording=True)
+    conn = writer.add_connection("/chatter", STRING, typestore=TYPESTORE)
+    for text in ("a" * 1000, "b" * 1000):
+        writer.write(conn, 1, serialize(TYPESTORE.types[STRING](data=text)))
+    writer.close()
+    with Reader(bag) as reader:  # rosbags checks the CRCs it reads
+        assert [deserialize(raw, STRING).data[0] for _, _, raw in reader.messages()] == ["a", "b"]
+    mcap = bag / "rec.mcap"
+    data = mcap.read_bytes()
+    at = data.index(b"b" * 1000) + 500  # the second chunk (the first declares the topic)
+    mcap.write_bytes(data[:at] + b"z" + data[at + 1 :])  # still a string: decodes
+
+    assert repair.main([str(bag), "--out", str(tmp_path / "fixed")]) == 0
+    out = capsys.readouterr()
+    assert "1 damaged chunk(s) skipped" in out.out and "CRC" in out.err.upper()
+    with Reader(tmp_path / "fixed") as reader:
+        assert [deserialize(raw, STRING).data for _, _, raw in reader.messages()] == ["a" * 1000]

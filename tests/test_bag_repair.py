@@ -4,24 +4,24 @@ tools' one-line errors for missing, truncated, corrupt and foreign bags.
 play_bag and record_bag run as processes (they install signal handlers); the others in-process.
 """
 
+import errno
 import os
 import random
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from mcap.records import Chunk, DataEnd
 from mcap.stream_reader import StreamReader, breakup_chunk
-from rosbags.rosbag2 import Reader
+from rosbags.rosbag2 import Reader, StoragePlugin, Writer
+from rosbags.rosbag2.errors import WriterError
 from ruamel.yaml import YAML
 
 from conftest import write_fake_camvid
-from nflowjs_perception import dds
 from nflowjs_perception.bag_tools import convert, evaluate, frames, repair
 from nflowjs_perception.bag_tools.bagio import open_writer
 from nflowjs_perception.bag_tools.messages import TYPESTORE, serialize
+from ros_support import run_tool
 
 STRING = "std_msgs/msg/String"
 N_MESSAGES = 24
@@ -60,16 +60,18 @@ def repaired_messages(bag: Path) -> list[bytes]:
         return [bytes(raw) for _, _, raw in reader.messages()]
 
 
-@pytest.fixture(scope="module")
-def original(tmp_path_factory):
+@pytest.fixture(scope="module", params=[True, False], ids=["zstd", "uncompressed"])
+def original(tmp_path_factory, request):
+    """A closed bag, zstd-compressed (chunks with a CRC) or not (record_bag's default: rosbags
+    writes no CRC for them)."""
     folder = tmp_path_factory.mktemp("original")
     bag = folder / "strings"
-    sent = string_bag(bag, compress=True)
-    return bag, sent, chunk_ends(bag / "strings.mcap")
+    sent = string_bag(bag, compress=request.param)
+    return bag, sent, chunk_ends(bag / "strings.mcap"), request.param
 
 
 def test_the_test_bag_has_several_chunks(original):
-    _, _, ends = original
+    _, _, ends, _ = original
     assert len(ends) == 6 and sum(n for _, n in ends) == N_MESSAGES
 
 
@@ -82,7 +84,7 @@ def cut_offsets(ends: list[tuple[int, int]], size: int) -> list[int]:
 
 
 def test_repair_recovers_every_complete_chunk_of_a_file_cut_anywhere(original, tmp_path, capsys):
-    bag, sent, ends = original
+    bag, sent, ends, _ = original
     data = (bag / "strings.mcap").read_bytes()
     for offset in cut_offsets(ends, len(data)):
         cut = tmp_path / f"cut{offset}"
@@ -96,7 +98,7 @@ def test_repair_recovers_every_complete_chunk_of_a_file_cut_anywhere(original, t
         if expected == 0:
             assert code == 2, (offset, out, err)
             (line,) = err.strip().splitlines()
-            assert line.startswith(f"repair_bag: error: {cut}: no complete record in strings.mcap")
+            assert line.startswith(f"repair_bag: error: {cut}: no complete message in strings.mcap")
             assert (cut / "strings.mcap").read_bytes() == data[:offset]  # untouched
             continue
         assert code == 0, (offset, err)
@@ -112,41 +114,106 @@ def test_repair_recovers_every_complete_chunk_of_a_file_cut_anywhere(original, t
 
 
 def test_repair_skips_a_damaged_chunk_and_keeps_those_after_it(original, tmp_path, capsys):
-    bag, sent, ends = original
+    bag, sent, ends, compressed = original
     damaged = tmp_path / "damaged"
     shutil.copytree(bag, damaged)
     mcap = damaged / "strings.mcap"
     data = bytearray(mcap.read_bytes())
-    middle = (ends[1][0] + ends[2][0]) // 2  # inside the third chunk's zstd data
-    data[middle : middle + 64] = bytes(64)
+    middle = (ends[1][0] + ends[2][0]) // 2  # inside the third chunk's (zstd) data
+    data[middle : middle + 64] = b"\xff" * 64
     mcap.write_bytes(bytes(data))
 
-    # The summary is intact, so the bag opens; the read stops at the damaged chunk.
-    code = evaluate.main([str(damaged), "--heatmap-topic", "/chatter", "--quiet"])
-    (line,) = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and f"{damaged}: /chatter (--heatmap-topic) is {STRING}" in line
-    played = run_tool("replay", "play", str(damaged), "--as-fast-as-possible")
-    assert played.returncode == 2
-    (line,) = played.stderr.strip().splitlines()
-    assert f"play: error: {damaged}: a damaged record" in line and "repair_bag" in line
+    if compressed:  # zstd and the CRC fail; readers stop at the damaged chunk
+        # The summary is intact, so the bag opens; the read stops at the damaged chunk.
+        code = evaluate.main([str(damaged), "--heatmap-topic", "/chatter", "--quiet"])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and f"{damaged}: /chatter (--heatmap-topic) is {STRING}" in line
+        played = run_tool("replay", "play", str(damaged), "--as-fast-as-possible")
+        assert played.returncode == 2
+        (line,) = played.stderr.strip().splitlines()
+        assert f"play: error: {damaged}: a damaged record" in line and "repair_bag" in line
 
     assert repair.main([str(damaged), "--out", str(tmp_path / "fixed")]) == 0
     out = capsys.readouterr()
     assert "1 damaged chunk(s) skipped" in out.out
+    # uncompressed, the damage is found by decoding the messages (no CRC to check)
+    assert compressed or f"a /chatter message does not decode as {STRING}" in out.err
     assert repaired_messages(tmp_path / "fixed") == sent[:8] + sent[12:]
     assert mcap.read_bytes() == bytes(data)  # --out leaves the bag as it was
 
 
-def run_tool(module: str, *args: str) -> subprocess.CompletedProcess:
-    env = dict(os.environ, ROS_DOMAIN_ID=str(random.SystemRandom().randint(1, 101)))
-    env[dds.ENVIRONMENT_VARIABLE] = dds.SINGLE_HOST
-    return subprocess.run(
-        [sys.executable, "-m", f"nflowjs_perception.bag_tools.{module}", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-    )
+def cut_copy(original, tmp_path: Path, end_of_chunk: int) -> tuple[Path, bytes]:
+    """The original's MCAP cut after its ``end_of_chunk``-th chunk, in a folder of its own."""
+    bag, _, ends, _ = original
+    data = (bag / "strings.mcap").read_bytes()[: ends[end_of_chunk][0]]
+    cut = tmp_path / "cut"
+    cut.mkdir()
+    (cut / "strings.mcap").write_bytes(data)
+    return cut, data
+
+
+def test_repair_of_the_current_folder(original, tmp_path, monkeypatch, capsys):
+    cut, data = cut_copy(original, tmp_path, 1)
+    monkeypatch.chdir(cut)
+    assert repair.main(["."]) == 0, capsys.readouterr().err
+    assert "8 messages recovered" in capsys.readouterr().out
+    assert repaired_messages(cut) == original[1][:8]
+    assert (cut / "strings.mcap.damaged").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut"]  # no staging folder left
+
+
+def test_a_write_error_is_reported_and_leaves_the_bag_as_it_was(
+    original, tmp_path, monkeypatch, capsys
+):
+    cut, data = cut_copy(original, tmp_path, 3)
+    real_write, written = Writer.write, []
+
+    def disk_full_after_five(self, connection, timestamp, raw):
+        if len(written) == 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        written.append(timestamp)
+        real_write(self, connection, timestamp, raw)
+
+    monkeypatch.setattr(Writer, "write", disk_full_after_five)
+    assert repair.main([str(cut)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"repair_bag: error: {cut} was not repaired (OSError: ")
+    assert "No space left on device" in line and "left as it was" in line
+    assert sorted(p.name for p in cut.iterdir()) == ["strings.mcap"]  # nothing swapped in
+    assert (cut / "strings.mcap").read_bytes() == data
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut"]  # no staging folder left
+
+
+def test_a_writer_that_cannot_open_is_not_called_read_damage(
+    original, tmp_path, monkeypatch, capsys
+):
+    cut, data = cut_copy(original, tmp_path, 3)
+
+    def refuse(self):
+        raise WriterError("cannot create the storage")
+
+    monkeypatch.setattr(Writer, "open", refuse)
+    assert repair.main([str(cut)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert f"{cut} was not repaired (WriterError: cannot create the storage)" in line
+    assert sorted(p.name for p in cut.iterdir()) == ["strings.mcap"]
+    assert (cut / "strings.mcap").read_bytes() == data
+
+
+def test_a_bag_of_topics_without_messages_is_not_repaired(tmp_path, capsys):
+    bag = tmp_path / "quiet"
+    writer = open_writer(bag, compress=False)
+    writer.add_connection("/chatter", STRING, typestore=TYPESTORE)
+    writer.close()
+    ((end, messages),) = chunk_ends(bag / "quiet.mcap")  # the chunk declaring the topic
+    assert messages == 0
+    data = (bag / "quiet.mcap").read_bytes()[:end]
+    (bag / "metadata.yaml").unlink()
+    (bag / "quiet.mcap").write_bytes(data)
+    assert repair.main([str(bag)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"repair_bag: error: {bag}: no complete message in quiet.mcap")
+    assert sorted(p.name for p in bag.iterdir()) == ["quiet.mcap"]
 
 
 def bad_bag(tmp_path: Path, case: str, good: Path) -> Path:
@@ -257,7 +324,7 @@ def test_repair_explains_what_it_cannot_repair(case, camvid_bag, tmp_path, capsy
             "missing": ["does not exist"],
             "mcap-file": ["is not a bag folder"],
             "empty-folder": ["has no .mcap file"],
-            "not-mcap": ["no complete record", "invalid magic"],
+            "not-mcap": ["no complete message", "invalid magic"],
         }[case]
     before = sorted(p.name for p in bag.iterdir()) if bag.is_dir() else None
     assert repair.main([str(bag)]) == 2
@@ -291,3 +358,17 @@ def test_record_and_convert_refuse_an_unusable_out_in_one_line(camvid_bag, tmp_p
     assert_one_line(capsys.readouterr().err, "convert_to_bag", camvid_bag, ["--overwrite"])
     with Reader(camvid_bag) as reader:  # the existing bag is untouched
         assert reader.message_count > 0
+
+
+def test_a_damaged_sqlite3_bag_is_not_sent_to_repair_bag(tmp_path, capsys):
+    bag = tmp_path / "sqlite"
+    writer = Writer(bag, version=9, storage_plugin=StoragePlugin.SQLITE3)
+    writer.open()
+    conn = writer.add_connection("/chatter", STRING, typestore=TYPESTORE)
+    writer.write(conn, 1, serialize(TYPESTORE.types[STRING](data="hello")))
+    writer.close()
+    (bag / "sqlite.db3").write_bytes(b"not a database, not any more" * 10)
+    assert evaluate.main([str(bag), "--quiet"]) == 2
+    line = capsys.readouterr().err
+    assert_one_line(line, "evaluate_bag", bag, ["ros2 bag reindex", "sqlite3 bag"])
+    assert "run `repair_bag" not in line  # it would refuse this bag

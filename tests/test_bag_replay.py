@@ -4,21 +4,13 @@ Each test runs on its own random ROS_DOMAIN_ID (passed to its subprocesses) so t
 ROS processes on the machine do not hear each other.
 """
 
-import os
-import random
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
-from mcap.reader import make_reader
-from mcap_ros2.decoder import DecoderFactory
-from rclpy.context import Context
 from rclpy.duration import Duration
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -35,26 +27,14 @@ from nflowjs_perception.bag_tools.bagread import BagError
 from nflowjs_perception.bag_tools.messages import (
     IMAGE_TOPIC,
     OOD_MASK_TOPIC,
-    deserialize,
     header_stamp_ns,
     image_array,
     stamp_ns,
 )
+from ros_support import read_back, run_module, wait_until
 
 BEST_EFFORT_1 = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
 RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-
-
-@pytest.fixture
-def context(monkeypatch):
-    """An rclpy context on a fresh domain; subprocesses inherit the domain from os.environ."""
-    # <= 101: on Linux, higher ids put DDS ports into the ephemeral range (ROS 2 docs).
-    monkeypatch.setenv("ROS_DOMAIN_ID", str(random.SystemRandom().randint(1, 101)))
-    monkeypatch.setenv(dds.ENVIRONMENT_VARIABLE, dds.SINGLE_HOST)
-    ctx = Context()
-    rclpy.init(context=ctx)
-    yield ctx
-    ctx.try_shutdown()
 
 
 class Spinning:
@@ -80,14 +60,6 @@ class Spinning:
         self.executor.shutdown()
 
 
-def wait_until(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
-
-
 def camvid_bag(tmp_path: Path, n: int, fps: float = 10.0) -> tuple[Path, list[int]]:
     root = write_fake_camvid(tmp_path / "camvid", frames=n, size=(36, 48))
     bag = tmp_path / "input"
@@ -96,16 +68,6 @@ def camvid_bag(tmp_path: Path, n: int, fps: float = 10.0) -> tuple[Path, list[in
         conns = [c for c in reader.connections if c.topic == IMAGE_TOPIC]
         stamps = [header_stamp_ns(raw) for _, _, raw in reader.messages(connections=conns)]
     return bag, stamps
-
-
-def run_module(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "nflowjs_perception.bag_tools.replay", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=dict(os.environ),
-    )
 
 
 def test_play_paced_by_a_slow_node_delivers_every_frame(tmp_path, context):
@@ -193,21 +155,6 @@ def test_play_skips_topics_whose_type_this_python_lacks(tmp_path, context, monke
     assert any("skipping /camera/camera_info" in line for line in lines)
     with pytest.raises(BagError, match="not a rosbag2 folder"):
         replay.play(tmp_path / "camvid", as_fast_as_possible=True)
-
-
-def read_back(bag: Path) -> dict[str, list]:
-    """topic -> [(log time, message)] read with rosbags, checked against the mcap reader."""
-    topics: dict[str, list] = {}
-    with Reader(bag) as reader:
-        for conn, log_ns, raw in reader.messages():
-            topics.setdefault(conn.topic, []).append((log_ns, deserialize(raw, conn.msgtype)))
-    with next(bag.glob("*.mcap")).open("rb") as file:
-        reader = make_reader(file, decoder_factories=[DecoderFactory()])
-        counts: dict[str, int] = {}
-        for _, channel, _message, _ in reader.iter_decoded_messages(log_time_order=True):
-            counts[channel.topic] = counts.get(channel.topic, 0) + 1
-    assert counts == {topic: len(messages) for topic, messages in topics.items()}
-    return topics
 
 
 def test_record_until_sigint_keeps_every_message(tmp_path, context):

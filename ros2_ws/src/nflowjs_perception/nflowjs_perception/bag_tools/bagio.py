@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import os
 import shutil
+import struct
+import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import zlib
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from importlib.metadata import version
 from pathlib import Path
-from typing import ClassVar
 
 from rosbags.interfaces import (
     Qos,
@@ -28,7 +31,7 @@ from rosbags.interfaces import (
     QosReliability,
     QosTime,
 )
-from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.rosbag2 import StoragePlugin, Writer, storage_mcap
 from rosbags.rosbag2.enums import CompressionFormat, CompressionMode
 from rosbags.rosbag2.storage_mcap import McapWriter
 
@@ -52,10 +55,26 @@ def qos(reliable: bool = True, transient_local: bool = False, depth: int = 10) -
     )
 
 
-def open_writer(path: Path, compress: bool) -> Writer:
+def open_writer(
+    path: Path,
+    compress: bool,
+    recording: bool = False,
+    log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+) -> Writer:
     """An open MCAP rosbag2 writer; ``compress``: zstd chunk compression (MCAP-internal, which
-    ``ros2 bag play`` and the mcap readers decode transparently)."""
-    writer = Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+    ``ros2 bag play`` and the mcap readers decode transparently); ``recording``: a
+    ``RecordingWriter``, its chunks on disk as they close."""
+    if not recording:
+        writer = Writer(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+    else:
+        missing = missing_rosbags_internals()
+        if missing:  # record all the same: losing the recording would be worse than the warning
+            log(
+                f"record: warning: rosbags {version('rosbags')} lacks {', '.join(missing)}: "
+                "recording with its plain writer, whose chunks are not flushed as they close "
+                "(a killed recorder loses more); install rosbags>=0.11,<0.12"
+            )
+        writer = RecordingWriter(path, flushing=not missing)
     if compress:
         writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
     writer.open()
@@ -63,15 +82,41 @@ def open_writer(path: Path, compress: bool) -> Writer:
 
 
 # A killed recorder loses the chunk it had not closed yet: at most CHUNK_SECONDS of messages, or
-# rosbags' 1 MiB chunk (a larger message is a chunk of its own, closed as soon as it is written).
+# what rosbags' chunk holds before it passes 1 MiB (the message that takes it past 1 MiB, however
+# large, is written into it and then closes it).
 CHUNK_SECONDS = 1.0
 # fsync (what survives a power cut, not only a killed process) at most this often: a sync per
 # chunk of a 60 MB/s camera stream would stall the recorder.
 FSYNC_SECONDS = 1.0
 
 
+def missing_rosbags_internals() -> list[str]:
+    """The private parts of rosbags that _FlushingMcapWriter relies on and this rosbags lacks.
+
+    pyproject pins rosbags 0.11, but a ROS install may bring another; a test pins these so a
+    change shows up in CI instead of as a traceback on a robot.
+    """
+    missing = [
+        name
+        for name, present in (
+            ("Writer.STORAGE_PLUGINS", isinstance(getattr(Writer, "STORAGE_PLUGINS", None), dict)),
+            ("McapWriter.close_chunk", callable(getattr(McapWriter, "close_chunk", None))),
+            (
+                "PendingChunk.msgs",
+                "msgs"
+                in getattr(getattr(storage_mcap, "PendingChunk", None), "__annotations__", {}),
+            ),
+        )
+        if not present
+    ]
+    # bio (the open file) and chunk (the PendingChunk) are set in McapWriter.__init__
+    init_names = McapWriter.__init__.__code__.co_names
+    return missing + [f"McapWriter.{a}" for a in ("bio", "chunk") if a not in init_names]
+
+
 class _FlushingMcapWriter(McapWriter):
-    """rosbags' MCAP storage, closing a chunk after CHUNK_SECONDS too, and flushing each one.
+    """rosbags' MCAP storage, closing a chunk after CHUNK_SECONDS too, flushing each one, with
+    its CRC.
 
     rosbags (0.11, pinned in pyproject) closes a chunk at 1 MiB and buffers the file; these few
     lines over its ``close_chunk`` add the time bound and the flush, which the ``mcap`` writer
@@ -82,6 +127,7 @@ class _FlushingMcapWriter(McapWriter):
         super().__init__(path, compression)
         self.chunk_opened = time.monotonic()
         self.last_sync = time.monotonic()
+        self.unsynced = False  # flushed to the OS but not fsync'ed yet
 
     def write(self, connection, timestamp: int, data: bytes | memoryview) -> None:
         if not self.chunk.msgs:
@@ -92,37 +138,66 @@ class _FlushingMcapWriter(McapWriter):
         else:
             self.close_chunk_if_due()
 
+    def close_chunk(self) -> None:
+        """rosbags' close_chunk, with the CRC of the chunk's data, which it leaves 0 (unchecked):
+        without it, damage inside an uncompressed chunk that still decodes (pixels) would pass
+        repair_bag unnoticed. Patched in at the MCAP spec's place: op, length, start, end, size."""
+        with self.chunk.bio.getbuffer() as data:
+            crc = zlib.crc32(data)
+        start = self.bio.tell()
+        super().close_chunk()
+        end = self.bio.tell()
+        self.bio.seek(start + 1 + 8 + 8 + 8 + 8)
+        self.bio.write(struct.pack("<I", crc))
+        self.bio.seek(end)
+
     def close_chunk_if_due(self) -> None:
-        """Close the pending chunk once it is CHUNK_SECONDS old (call this while idle too)."""
+        """Close the pending chunk once it is CHUNK_SECONDS old, and fsync what was handed over
+        once FSYNC_SECONDS passed since the last sync (call this while idle too: after a burst
+        no new chunk may come to trigger the sync)."""
         if self.chunk.msgs and time.monotonic() - self.chunk_opened >= CHUNK_SECONDS:
             self.close_chunk()
             self._hand_over()
+        elif self.unsynced and time.monotonic() - self.last_sync >= FSYNC_SECONDS:
+            self._sync()
 
     def _hand_over(self) -> None:
         self.bio.flush()
-        now = time.monotonic()
-        if now - self.last_sync >= FSYNC_SECONDS:
-            os.fsync(self.bio.fileno())
-            self.last_sync = now
+        self.unsynced = True
+        if time.monotonic() - self.last_sync >= FSYNC_SECONDS:
+            self._sync()
+
+    def _sync(self) -> None:
+        os.fsync(self.bio.fileno())
+        self.last_sync, self.unsynced = time.monotonic(), False
 
 
 class RecordingWriter(Writer):
-    """A rosbags MCAP writer whose chunks reach the disk as they close (see CHUNK_SECONDS)."""
+    """A rosbags MCAP writer whose chunks reach the disk as they close (see CHUNK_SECONDS), and
+    whose files are fsync'ed when it closes; ``flushing=False``: rosbags' own MCAP storage (a
+    rosbags whose internals changed, see missing_rosbags_internals)."""
 
-    STORAGE_PLUGINS: ClassVar = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: _FlushingMcapWriter}
+    def __init__(self, path: Path, flushing: bool = True) -> None:
+        super().__init__(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
+        if flushing:
+            self.STORAGE_PLUGINS = {
+                **Writer.STORAGE_PLUGINS,
+                StoragePlugin.MCAP: _FlushingMcapWriter,
+            }
 
     def close_chunk_if_due(self) -> None:
-        if self.storage is not None:
+        if isinstance(self.storage, _FlushingMcapWriter):
             self.storage.close_chunk_if_due()
 
-
-def open_recording_writer(path: Path, compress: bool) -> RecordingWriter:
-    """``open_writer`` for a recording: written in place, chunks flushed as they close."""
-    writer = RecordingWriter(path, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
-    if compress:
-        writer.set_compression(CompressionMode.STORAGE, CompressionFormat.ZSTD)
-    writer.open()
-    return writer
+    def close(self) -> None:
+        super().close()
+        # A closed recording must survive a power cut too: its files, then their names.
+        for path in [*self.path.iterdir(), self.path]:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
 
 def make_parent(out: Path) -> None:
@@ -138,14 +213,9 @@ def make_parent(out: Path) -> None:
 
 
 @contextmanager
-def staged_bag(
-    out: str | Path, overwrite: bool = False, keep_on_error: bool = False
-) -> Iterator[Path]:
-    """Yield a path to write a bag at; on success it is renamed to ``out``.
-
-    On an exception the staged bag is deleted, or with ``keep_on_error`` (a recorder whose
-    writer was closed cleanly) still moved to ``out`` so nothing recorded is lost.
-    """
+def staged_bag(out: str | Path, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a path to write a bag at; on success it is renamed to ``out``, on an exception
+    deleted."""
     out = Path(out)
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists: choose another output folder or pass --overwrite")
@@ -153,12 +223,7 @@ def staged_bag(
     staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
     staged = staging / out.name
     try:
-        try:
-            yield staged
-        except BaseException:
-            if keep_on_error and staged.exists():
-                _move_into_place(staged, out, staging)
-            raise
+        yield staged
         _move_into_place(staged, out, staging)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -11,14 +11,29 @@ from __future__ import annotations
 from collections.abc import Collection, Iterator
 from pathlib import Path
 
+import yaml
 from rosbags.rosbag2 import Reader
 from rosbags.rosbag2.errors import ReaderError
 
 REPAIR_HINT = "run `repair_bag {bag}` to rebuild it from its complete records"
+SQLITE_HINT = (
+    "repair_bag rebuilds MCAP bags only: for this sqlite3 bag, `ros2 bag reindex {bag}` on a ROS "
+    "install (a lost metadata.yaml) or sqlite3's `.recover` on its .db3 (a damaged database)"
+)
 
 
 class BagError(Exception):
     """A bag the tools cannot use; the message names the file, the problem and the fix."""
+
+
+def _fix_hint(bag: Path) -> str:
+    """What to run on a bag that cannot be read: repair_bag, which refuses sqlite3 bags."""
+    try:
+        info = yaml.safe_load((bag / "metadata.yaml").read_text())
+        sqlite = info["rosbag2_bagfile_information"]["storage_identifier"] == "sqlite3"
+    except Exception:  # no or garbled metadata: go by the files
+        sqlite = any(bag.glob("*.db3")) and not any(bag.glob("*.mcap"))
+    return (SQLITE_HINT if sqlite else REPAIR_HINT).format(bag=bag)
 
 
 def _no_metadata(bag: Path) -> BagError:
@@ -90,9 +105,7 @@ def diagnose(bag: Path, error: Exception) -> BagError:
             f"{bag}: its MCAP file is not a ROS 2 recording (MCAP profile is not ros2): these "
             "tools read ROS 2 bags only"
         )
-    return BagError(
-        f"{bag} cannot be read ({type(error).__name__}: {text}); " + REPAIR_HINT.format(bag=bag)
-    )
+    return BagError(f"{bag} cannot be read ({type(error).__name__}: {text}); " + _fix_hint(bag))
 
 
 def open_bag(bag: str | Path) -> Reader:
@@ -115,8 +128,7 @@ def messages(reader: Reader, bag: str | Path, connections: Collection) -> Iterat
         detail = str(error).splitlines()[0] if str(error) else "no detail"
         raise BagError(
             f"{bag}: a damaged record ({type(error).__name__}: {detail}) stops the read here; "
-            + REPAIR_HINT.format(bag=bag)
-            + " (it keeps the chunks that are intact)"
+            + _fix_hint(Path(bag))
         ) from error
 
 

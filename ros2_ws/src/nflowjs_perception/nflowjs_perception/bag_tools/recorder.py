@@ -1,8 +1,9 @@
 """Record topics into an MCAP bag with rclpy raw subscriptions (see replay.py).
 
 The bag is written where the user asked from the first message on, its chunks flushed as they
-close (bagio.RecordingWriter): a SIGKILL or a power cut loses at most the last chunk, and
-``repair_bag`` gives back the rest. SIGINT/SIGTERM close it with its summary and metadata.yaml.
+close (bagio.RecordingWriter): a SIGKILL loses at most the last chunk (a power cut also what
+was not fsync'ed yet, about a second more), and ``repair_bag`` gives back the rest.
+SIGINT/SIGTERM close it with its summary and metadata.yaml.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 from rclpy.context import Context
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from nflowjs_perception.bag_tools.bagio import make_parent, open_recording_writer, qos
+from nflowjs_perception.bag_tools.bagio import make_parent, open_writer, qos
 from nflowjs_perception.bag_tools.messages import TYPESTORE
 from nflowjs_perception.bag_tools.ros_node import RosNode, log_stderr, message_class
 
@@ -28,7 +29,7 @@ class RecordStats:
     messages: dict[str, int] = field(default_factory=dict)
     types: dict[str, str] = field(default_factory=dict)
     skipped_topics: dict[str, str] = field(default_factory=dict)
-    dropped: dict[str, int] = field(default_factory=dict)
+    dropped: dict[str, int | None] = field(default_factory=dict)  # None: cannot tell
     wall_s: float = 0.0
 
 
@@ -40,29 +41,41 @@ DEFAULT_QUEUE_DEPTH = 200
 class _SequenceGaps:
     """Counts messages a publisher sent, after the first we received from it, that never reached
     the bag: lost in transport or pushed out of a full queue. DDS numbers each writer's samples
-    consecutively, and rmw hands the number and the writer's id to the subscriber."""
+    consecutively, and rmw hands the number and the writer's id to the subscriber.
 
-    def __init__(self) -> None:
+    rclpy added ``publisher_gid`` to MessageInfo only in 2025: without it, the numbers alone
+    still count while the topic has one publisher (``publishers()``); ``count`` is None where a
+    message could not be accounted for, so a report says "unknown" rather than 0.
+    """
+
+    def __init__(self, publishers: Callable[[], int]) -> None:
+        self.publishers = publishers
         self.last: dict[bytes, int] = {}
-        self.count = 0
+        self.count: int | None = 0
 
     def see(self, info) -> None:
         sequence, gid = info.get("publication_sequence_number"), info.get("publisher_gid")
-        if sequence is None or gid is None:  # an rmw that does not report them
+        if gid is not None:
+            writer = bytes(gid["data"]) if isinstance(gid, dict) else bytes(gid)
+        elif sequence is not None and self.publishers() == 1:
+            writer = b""  # the only publisher (were it replaced, its numbers restart: no gap)
+        else:  # an rmw that does not report them, or several publishers we cannot tell apart
+            self.count = None
             return
-        writer = bytes(gid["data"]) if isinstance(gid, dict) else bytes(gid)
         last = self.last.get(writer)
-        if last is not None and sequence > last + 1:
+        if last is not None and sequence > last + 1 and self.count is not None:
             self.count += sequence - last - 1
         if last is None or sequence > last:
             self.last[writer] = sequence
 
 
-def _bag_qos(profile: QoSProfile):
+def _bag_qos(subscribed: QoSProfile, publishers: Sequence[QoSProfile]):
+    """What ``ros2 bag play`` will offer: the reliability and durability the recorder subscribed
+    with (decided over all publishers), the deepest publisher history."""
     return qos(
-        reliable=profile.reliability == ReliabilityPolicy.RELIABLE,
-        transient_local=profile.durability == DurabilityPolicy.TRANSIENT_LOCAL,
-        depth=max(int(profile.depth), 1),
+        reliable=subscribed.reliability == ReliabilityPolicy.RELIABLE,
+        transient_local=subscribed.durability == DurabilityPolicy.TRANSIENT_LOCAL,
+        depth=max(max(int(p.depth) for p in publishers), 1),
     )
 
 
@@ -100,7 +113,7 @@ def record(
     stats = RecordStats(out)
     started = time.monotonic()
     pending = list(wanted)
-    writer = open_recording_writer(out, compress)
+    writer = open_writer(out, compress, recording=True, log=log)
     try:
         ros = RosNode(node_name, context)
     except BaseException:
@@ -120,8 +133,10 @@ def record(
             ros.executor.spin_once(timeout_sec=0.02)
             writer.close_chunk_if_due()
     finally:
-        ros.close()
-        writer.close()
+        try:
+            ros.close()
+        finally:  # the bag must get its summary and metadata.yaml whatever rclpy does
+            writer.close()
         stats.wall_s = time.monotonic() - started
         stats.dropped = {topic: gaps.count for topic, gaps in subscribe.gaps.items()}
     for topic in pending:
@@ -170,11 +185,14 @@ class _Subscriber:
             durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE,
         )
         connection = self.writer.add_connection(
-            topic, msgtype, typestore=TYPESTORE, offered_qos_profiles=[_bag_qos(profiles[0])]
+            topic,
+            msgtype,
+            typestore=TYPESTORE,
+            offered_qos_profiles=[_bag_qos(subscription_qos, profiles)],
         )
         self.stats.messages[topic] = 0
         self.stats.types[topic] = msgtype
-        gaps = self.gaps[topic] = _SequenceGaps()
+        gaps = self.gaps[topic] = _SequenceGaps(lambda: self.node.count_publishers(topic))
         writer, messages = self.writer, self.stats.messages
 
         def on_message(raw: bytes, info) -> None:

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from rosbags.rosbag2.metadata import parse_qos
+from rosbags.rosbag2 import metadata as rosbag2_metadata
+from rosbags.rosbag2.errors import WriterError
 from rosbags.typesys import Stores, get_typestore
 from rosbags.typesys.msg import get_types_from_msg
 
@@ -31,6 +32,9 @@ from nflowjs_perception.bag_tools.bagio import open_writer, staged_bag
 from nflowjs_perception.bag_tools.bagread import BagError, messages, open_bag
 from nflowjs_perception.bag_tools.messages import TYPESTORE
 from nflowjs_perception.bag_tools.ros_node import log_stderr
+
+# private to rosbags (pinned by a test): without it the repaired bag keeps no QoS profiles
+parse_qos = getattr(rosbag2_metadata, "parse_qos", None)
 
 try:  # pip's mcap: in pyproject and the runtime image, but no rosdep key lists it for a ROS install
     from mcap.exceptions import McapError
@@ -56,86 +60,137 @@ def _natural_key(path: Path) -> list:
 
 
 class _Rewriter:
-    """Feeds the records of damaged MCAP files into a rosbags writer."""
+    """Feeds the records of damaged MCAP files into a rosbags writer.
 
-    def __init__(self, writer, log: Callable[[str], None]):
-        self.writer, self.log = writer, log
+    The writer is opened at the first chunk, compressed as that chunk was (the bag's choice);
+    a topic's connection is added at its first message, so that channels declared before any
+    chunk (as the C++ writer does) wait for that choice.
+    """
+
+    def __init__(self, open_writer: Callable[[bool], object], log: Callable[[str], None]):
+        self.open_writer, self.writer, self.log = open_writer, None, log
         self.typestore = TYPESTORE
-        self.connections: dict[tuple, object] = {}  # (topic, type, qos text) -> connection
+        self.declared: dict[tuple, tuple] = {}  # (topic, type, qos text) -> (channel, schema)
+        self.connections: dict[tuple, object | None] = {}  # same key -> connection, or None
         self.summary_messages: dict[str, int] = {}
         self.damaged_chunks = 0
 
     def copy_file(self, mcap: Path) -> str | None:
-        """Copy the complete records of ``mcap``; return why reading stopped early, or None."""
+        """Copy the complete records of ``mcap``; return why reading stopped early, or None.
+
+        Only the reading is guarded: an error of the writer (disk full) is no damage of the
+        source, and propagates so that a failed repair never replaces the original.
+        """
         schemas: dict[int, Schema] = {}
-        channels: dict[int, object | None] = {}
+        channels: dict[int, tuple] = {}
         with mcap.open("rb") as file:
             size = mcap.stat().st_size
-            records = StreamReader(file, emit_chunks=True, record_size_limit=size).records
+            records = iter(StreamReader(file, emit_chunks=True, record_size_limit=size).records)
             complete = 0  # where the last complete record ends
-            try:
-                for record in records:
+            while True:
+                try:
+                    record = next(records, None)
                     complete = file.tell()
-                    if isinstance(record, DataEnd):  # the summary repeats schemas and channels
+                    # the summary after DataEnd repeats schemas and channels
+                    if record is None or isinstance(record, DataEnd):
                         return None
-                    if isinstance(record, Chunk):
-                        try:
-                            inner = breakup_chunk(record, validate_crc=True)
-                        except Exception as error:  # zstd/lz4/CRC: skip the chunk
-                            self.damaged_chunks += 1
-                            self.log(f"repair: {mcap.name}: skipping a damaged chunk ({error})")
-                            continue
-                    else:
-                        inner = [record]
-                    for item in inner:
-                        self._copy_record(item, schemas, channels)
-            except McapError as error:
-                why = str(error) or (
-                    "no summary after them" if complete == size else "cut off inside a record"
+                    inner = self._chunk_records(record, mcap.name)
+                except McapError as error:
+                    why = str(error) or (
+                        "no summary after them" if complete == size else "cut off inside a record"
+                    )
+                    return f"{mcap.name}: complete records end at byte {complete} of {size} ({why})"
+                except Exception as error:  # a garbled length or string: stop here
+                    return f"{mcap.name}: unreadable after byte {complete} of {size} ({error})"
+                if self.writer is None and isinstance(record, Chunk):  # outside the try above
+                    self.writer = self.open_writer(record.compression != "")
+                self._copy_records(inner, schemas, channels, mcap.name)
+
+    def _chunk_records(self, record, name: str) -> list:
+        if not isinstance(record, Chunk):
+            return [record]
+        try:
+            return breakup_chunk(record, validate_crc=True)
+        except Exception as error:  # zstd/lz4/CRC: skip the chunk
+            self.damaged_chunks += 1
+            self.log(f"repair: {name}: skipping a damaged chunk ({error})")
+            return []
+
+    def _copy_records(self, records: list, schemas, channels, name: str) -> None:
+        """Copy a chunk's records, or none of its messages when one of them does not decode:
+        rosbags writes no CRC for uncompressed chunks, so decoding is the check of their data."""
+        writes = []
+        for record in records:
+            if isinstance(record, Schema):
+                schemas[record.id] = record
+            elif isinstance(record, Channel):
+                key = self._declare(record, schemas.get(record.schema_id))
+                channels[record.id] = key
+            elif isinstance(record, Message) and record.channel_id in channels:
+                connection = self._connection(channels[record.channel_id])
+                if connection is not None:
+                    writes.append((connection, record))
+        for connection, record in writes:
+            if connection.ext.serialization_format != "cdr":
+                continue
+            try:
+                self.typestore.deserialize_cdr(record.data, connection.msgtype)
+            except Exception as error:  # rosbags raises several kinds for bad data
+                self.damaged_chunks += 1
+                self.log(
+                    f"repair: {name}: skipping a damaged chunk (a {connection.topic} message "
+                    f"does not decode as {connection.msgtype}: {type(error).__name__}: {error})"
                 )
-                return f"{mcap.name}: complete records end at byte {complete} of {size} ({why})"
-            except Exception as error:  # a garbled length or string: stop here
-                return f"{mcap.name}: unreadable after byte {complete} of {size} ({error})"
-        return None
+                return
+        for connection, record in writes:
+            self.writer.write(connection, record.log_time, record.data)
+            topic = connection.topic
+            self.summary_messages[topic] = self.summary_messages.get(topic, 0) + 1
 
-    def _copy_record(self, record, schemas, channels) -> None:
-        if isinstance(record, Schema):
-            schemas[record.id] = record
-        elif isinstance(record, Channel):
-            channels[record.id] = self._connection(record, schemas.get(record.schema_id))
-        elif isinstance(record, Message):
-            connection = channels.get(record.channel_id)
-            if connection is not None:
-                self.writer.write(connection, record.log_time, record.data)
-                topic = connection.topic
-                self.summary_messages[topic] = self.summary_messages.get(topic, 0) + 1
+    def _declare(self, channel: Channel, schema: Schema | None) -> tuple:
+        key = (
+            channel.topic,
+            schema.name if schema else None,
+            channel.metadata.get("offered_qos_profiles", ""),
+        )
+        self.declared.setdefault(key, (channel, schema))
+        return key
 
-    def _connection(self, channel: Channel, schema: Schema | None):
+    def finish(self) -> None:
+        """Add the topics that had no message, so the repaired bag still lists them."""
+        for key in self.declared:
+            self._connection(key)
+
+    def _connection(self, key: tuple):
+        if key in self.connections:
+            return self.connections[key]
+        channel, schema = self.declared[key]
+        self.connections[key] = None
         if schema is None:
             self.log(f"repair: skipping {channel.topic}: its schema record is missing")
             return None
-        qos_text = channel.metadata.get("offered_qos_profiles", "")
-        key = (channel.topic, schema.name, qos_text)
-        if key not in self.connections:
-            try:
-                offered = parse_qos(qos_text) if qos_text else []
-            except Exception:  # a garbled profile must not cost the messages
-                offered = []
-            msgdef = schema.data.decode()
-            try:
-                rihs01 = self._type_hash(schema.name, msgdef)
-            except Exception as error:  # rosbags' parser errors vary
-                self.log(f"repair: skipping {channel.topic}: cannot parse {schema.name} ({error})")
-                return None
-            self.connections[key] = self.writer.add_connection(
-                channel.topic,
-                schema.name,
-                msgdef=msgdef,
-                rihs01=rihs01,
-                serialization_format=channel.message_encoding,
-                offered_qos_profiles=offered,
-            )
-            self.summary_messages.setdefault(channel.topic, 0)
+        qos_text = key[2]
+        try:
+            offered = parse_qos(qos_text) if qos_text and parse_qos else []
+        except Exception:  # a garbled profile must not cost the messages
+            offered = []
+        msgdef = schema.data.decode()
+        try:
+            rihs01 = self._type_hash(schema.name, msgdef)
+        except Exception as error:  # rosbags' parser errors vary
+            self.log(f"repair: skipping {channel.topic}: cannot parse {schema.name} ({error})")
+            return None
+        if self.writer is None:  # no chunk before: rosbags' default for a recording
+            self.writer = self.open_writer(False)
+        self.connections[key] = self.writer.add_connection(
+            channel.topic,
+            schema.name,
+            msgdef=msgdef,
+            rihs01=rihs01,
+            serialization_format=channel.message_encoding,
+            offered_qos_profiles=offered,
+        )
+        self.summary_messages.setdefault(channel.topic, 0)
         return self.connections[key]
 
     def _type_hash(self, msgtype: str, msgdef: str) -> str:
@@ -203,31 +258,34 @@ def repair(
         if count is not None:
             log(f"repair: {bag} reads end to end ({count} messages): nothing to repair")
             return RepairSummary(bag, repaired=False)
+    if out is not None and Path(out).exists():
+        raise BagError(f"{out} exists: give --out a folder that does not exist yet")
     target = Path(out) if out is not None else bag
     summary = RepairSummary(target)
     custom_data = _old_custom_data(bag)
     with _staging(bag, out) as staged:
-        writer = open_writer(staged, compress=_compressed(sources[0]))
+        rewriter = _Rewriter(lambda compress: open_writer(staged, compress), log)
         try:
-            rewriter = _Rewriter(writer, log)
             for source in sources:
                 stopped = rewriter.copy_file(source)
                 if stopped:
                     summary.stopped.append(stopped)
+            rewriter.finish()
+            if sum(rewriter.summary_messages.values()) == 0:  # topics alone are no recovery
+                raise BagError(
+                    f"{bag}: no complete message in {', '.join(s.name for s in sources)}"
+                    f"{' (' + '; '.join(summary.stopped) + ')' if summary.stopped else ''}: "
+                    "nothing to recover"
+                )
             for key, value in custom_data.items():
-                writer.set_custom_data(key, value)
-            writer.close()
-        except BaseException:
-            writer.abort()
+                rewriter.writer.set_custom_data(key, value)
+            rewriter.writer.close()
+        except BaseException:  # the staged files are deleted; the bag stays as it was
+            if rewriter.writer is not None:
+                rewriter.writer.abort()
             raise
         summary.messages = rewriter.summary_messages
         summary.damaged_chunks = rewriter.damaged_chunks
-        if not summary.messages:
-            raise BagError(
-                f"{bag}: no complete record in {', '.join(s.name for s in sources)}"
-                f"{' (' + '; '.join(summary.stopped) + ')' if summary.stopped else ''}: "
-                "nothing to recover"
-            )
         if out is None:  # swap in: originals set aside first, then the rebuilt files moved in
             for old in [*sources, bag / "metadata.yaml"]:
                 if old.exists():
@@ -248,26 +306,15 @@ class _staging:
         if self.out is not None:
             self.context = staged_bag(self.out)
             return self.context.__enter__()
-        self.folder = Path(tempfile.mkdtemp(prefix=f".{self.bag.name}.", dir=self.bag.parent))
-        return self.folder / self.bag.name
+        bag = self.bag.resolve()  # `repair_bag .`: the folder's own name, and its parent
+        self.folder = Path(tempfile.mkdtemp(prefix=f".{bag.name}.", dir=bag.parent))
+        return self.folder / bag.name
 
     def __exit__(self, *exc) -> bool:
         if self.out is not None:
             return bool(self.context.__exit__(*exc))
         shutil.rmtree(self.folder, ignore_errors=True)
         return False
-
-
-def _compressed(mcap: Path) -> bool:
-    """Whether the source's first chunk was compressed (keep the bag's choice)."""
-    try:
-        with mcap.open("rb") as file:
-            for record in StreamReader(file, emit_chunks=True).records:
-                if isinstance(record, Chunk):
-                    return record.compression != ""
-    except Exception:  # a file cut before its first chunk: compress by default
-        pass
-    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -283,8 +330,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         summary = repair(args.bag, args.out)
-    except (BagError, FileExistsError, OSError) as error:
+    except BagError as error:
         log_stderr(f"repair_bag: error: {error}")
+        return 2
+    except (OSError, WriterError) as error:  # writing failed (disk full, permissions)
+        log_stderr(
+            f"repair_bag: error: {args.bag} was not repaired ({type(error).__name__}: {error}); "
+            "it is left as it was: free disk space or fix permissions (or give --out on "
+            "another disk) and run repair_bag again"
+        )
         return 2
     if not summary.repaired:
         return 0

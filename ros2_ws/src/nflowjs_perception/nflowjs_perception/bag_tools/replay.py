@@ -118,14 +118,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _record_report(stats: RecordStats) -> str:
     counts = ", ".join(f"{t} x{n}" for t, n in stats.messages.items()) or "nothing"
-    dropped = sum(stats.dropped.values())
-    lost = ", ".join(f"{t} {n}" for t, n in stats.dropped.items() if n)
-    return f"recorded {stats.path} in {stats.wall_s:.1f} s: {counts}; dropped {dropped}" + (
-        f" ({lost}: sent by their publishers but never written: lost on the way, or pushed out "
-        "of a full queue while the recorder was busy; raise --queue-depth)"
-        if dropped
-        else ""
-    )
+    known = {t: n for t, n in stats.dropped.items() if n is not None}
+    unknown = [t for t, n in stats.dropped.items() if n is None]
+    dropped = sum(known.values())
+    lost = ", ".join(f"{t} {n}" for t, n in known.items() if n)
+    text = f"recorded {stats.path} in {stats.wall_s:.1f} s: {counts}; "
+    if not unknown or known:
+        text += f"dropped {dropped}" + (
+            f" ({lost}: sent by their publishers but never written: lost on the way, or pushed "
+            "out of a full queue while the recorder was busy; raise --queue-depth)"
+            if dropped
+            else ""
+        )
+    if unknown:  # better no number than a 0 that is not known
+        text += "; " if known else ""
+        text += (
+            f"dropped: unknown for {', '.join(unknown)} (the middleware reports no publisher "
+            "sequence numbers, or several publishers share the topic without their ids)"
+        )
+    return text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
