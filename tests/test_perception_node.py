@@ -6,6 +6,8 @@ shipped CamVid-OOD model (exported at 180x240) on ONNX Runtime.
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 
 import cv2
@@ -352,6 +354,45 @@ def test_start_up_warns_when_fast_dds_would_drop_large_frames(
         assert process.wait_for_output("on onnxruntime"), process.output()
         assert warning not in process.output()
     finally:
+        process.stop()
+
+
+@pytest.mark.parametrize("signal_sent", ["SIGINT to the process group", "SIGTERM"])
+def test_a_signal_under_load_ends_the_node_cleanly(
+    ros, ros_install, camvid_bundle, tmp_path, signal_sent
+):
+    process = start_node(
+        ros_install,
+        camvid_bundle,
+        tmp_path / "node.log",
+        "-r",
+        "__ns:=/stop",
+        "-r",
+        "image:=/stop/image",
+    )
+    listener = Listener("stop_listener", "/stop/perception_node")
+    try:
+        assert process.wait_for_output("on onnxruntime"), process.output()
+        publisher = listener.node.create_publisher(Image, "/stop/image", BEST_EFFORT)
+        frame = camvid_frames(1)[0]
+        listener.roundtrip(publisher, image_message(frame, "rgb8", listener.next_stamp(), "c"))
+        for _ in range(10):  # faster than the model: the worker is busy when the signal comes
+            publisher.publish(image_message(frame, "rgb8", listener.next_stamp(), "c"))
+            spin_until(listener.node, lambda: False, 0.03)
+        if signal_sent == "SIGTERM":
+            process.process.send_signal(signal.SIGTERM)
+        else:  # what Ctrl-C in a terminal does
+            os.killpg(process.process.pid, signal.SIGINT)
+        deadline = time.monotonic() + 30
+        while process.process.poll() is None and time.monotonic() < deadline:
+            publisher.publish(image_message(frame, "rgb8", listener.next_stamp(), "c"))
+            spin_until(listener.node, lambda: False, 0.03)
+        assert process.wait_exit(5) == 0, process.output()
+        output = process.output()
+        assert "Traceback" not in output and "[WARN]" not in output, output
+        assert "[ERROR]" not in output and "failed" not in output, output
+    finally:
+        listener.node.destroy_node()
         process.stop()
 
 

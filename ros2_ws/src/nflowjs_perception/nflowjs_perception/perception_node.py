@@ -8,6 +8,7 @@ header unchanged; an output nobody subscribes to costs nothing but a subscriber-
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -18,9 +19,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
@@ -354,19 +356,28 @@ def _both_thresholds(settings: dict) -> str | None:
 
 
 def main(args=None) -> int:
-    rclpy.init(args=args)
+    # rclpy's own SIGINT/SIGTERM handlers shut the context down at once, while the worker may be
+    # publishing (RCLError "publisher's context is invalid"), and Python's turns Ctrl-C into a
+    # KeyboardInterrupt wherever the main thread is. Ours only ask the spin loop to stop; the
+    # worker is joined, the node destroyed, and only then the context shut down.
+    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: stop.set())
     try:
         node = PerceptionNode()
     except StartupError as error:
         rclpy.logging.get_logger("perception_node").fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
     try:
-        rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)  # returns at least every 0.1 s to see `stop`
     finally:
         node.close()
+        executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
