@@ -187,6 +187,8 @@ def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):
             Parameter("backend", value="onnxruntime"),
         ]
     )
+    node.trigger_configure()
+    node.trigger_activate()
     tester = rclpy.create_node("lazy_tester")
     executor = SingleThreadedExecutor()
     executor.add_node(node)

@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
+from lifecycle_msgs.msg import Transition
+from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -391,6 +393,87 @@ def test_a_signal_under_load_ends_the_node_cleanly(
         output = process.output()
         assert "Traceback" not in output and "[WARN]" not in output, output
         assert "[ERROR]" not in output and "failed" not in output, output
+    finally:
+        listener.node.destroy_node()
+        process.stop()
+
+
+def call(node, client, request, attempts: int = 4):
+    """A service call, sent again when no answer comes: a request sent while discovery is still
+    matching the reply path can go unanswered (seen with Fast DDS on a loaded machine)."""
+    assert client.wait_for_service(timeout_sec=30), client.srv_name
+    for _ in range(attempts):
+        future = client.call_async(request)
+        if spin_until(node, future.done, 15):
+            return future.result()
+        client.remove_pending_request(future)
+    raise AssertionError(f"no answer from {client.srv_name}")
+
+
+def test_lifecycle_transitions_start_and_stop_input_and_outputs(
+    ros, ros_install, camvid_bundle, tmp_path
+):
+    process = start_node(
+        ros_install,
+        camvid_bundle,
+        tmp_path / "node.log",
+        "-p", "autostart:=false",
+        "-r", "__ns:=/managed",
+        "-r", "image:=/managed/image",
+    )  # fmt: skip
+    listener = Listener("lifecycle_listener", "/managed/perception_node")
+    lifecycle = "/managed/perception_node"
+    change = listener.node.create_client(ChangeState, f"{lifecycle}/change_state")
+    get = listener.node.create_client(GetState, f"{lifecycle}/get_state")
+    publisher = listener.node.create_publisher(Image, "/managed/image", BEST_EFFORT)
+    frame = camvid_frames(1)[0]
+
+    def transition(transition_id: int, expected_state: str | None) -> None:
+        request = ChangeState.Request(transition=Transition(id=transition_id))
+        assert change.wait_for_service(timeout_sec=30)
+        future = change.call_async(request)
+        # an unanswered request (see call()) may still have been carried out: the state tells
+        if spin_until(listener.node, future.done, 30):
+            assert future.result().success, process.output()
+        if expected_state:
+            state = call(listener.node, get, GetState.Request()).current_state.label
+            assert state == expected_state, process.output()
+
+    def wired(subscribed: bool, published: bool) -> bool:
+        """The node's input subscription and output publishers as the graph shows them."""
+        return spin_until(
+            listener.node,
+            lambda: (
+                listener.node.count_subscribers("/managed/image") == int(subscribed)
+                and all(
+                    listener.node.count_publishers(f"{lifecycle}/{o}") == int(published)
+                    for o in OUTPUTS
+                )
+            ),
+            15,
+        )
+
+    try:
+        state = call(listener.node, get, GetState.Request()).current_state.label
+        assert state == "unconfigured" and "on onnxruntime" not in process.output()
+        assert wired(subscribed=False, published=False)
+        transition(Transition.TRANSITION_CONFIGURE, "inactive")
+        assert "on onnxruntime (cpu)" in process.output()  # the model is loaded in configure
+        assert wired(subscribed=False, published=False)
+        transition(Transition.TRANSITION_ACTIVATE, "active")
+        assert wired(subscribed=True, published=True)
+        listener.roundtrip(publisher, image_message(frame, "rgb8", listener.next_stamp(), "c"))
+        transition(Transition.TRANSITION_DEACTIVATE, "inactive")
+        assert wired(subscribed=False, published=False)
+        transition(Transition.TRANSITION_ACTIVATE, "active")  # the model was kept: no reload
+        listener.roundtrip(publisher, image_message(frame, "rgb8", listener.next_stamp(), "c"))
+        assert process.output().count("configuring:") == 1
+        transition(Transition.TRANSITION_DEACTIVATE, "inactive")
+        transition(Transition.TRANSITION_CLEANUP, "unconfigured")
+        assert "model released" in process.output()
+        transition(Transition.TRANSITION_UNCONFIGURED_SHUTDOWN, None)
+        assert process.wait_exit(30) == 0, process.output()  # finalized: the process ends
+        assert "Traceback" not in process.output()
     finally:
         listener.node.destroy_node()
         process.stop()

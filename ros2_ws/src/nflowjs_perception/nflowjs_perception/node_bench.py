@@ -175,6 +175,8 @@ def run(frames: int, height: int, width: int, rate: float, encoding: str, output
     frame, results = synthetic_scene(height, width)
     rclpy.init()
     node = BenchNode(results, height, width)
+    node.trigger_configure()
+    node.trigger_activate()
     driver = subprocess.Popen(
         [sys.executable, "-m", "nflowjs_perception.node_bench", "--driver",
          "--frames", str(frames), "--size", f"{height}x{width}", "--rate", str(rate),

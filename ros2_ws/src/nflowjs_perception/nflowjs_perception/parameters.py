@@ -49,6 +49,11 @@ class Spec:
 BUNDLE_THRESHOLD = -1.0  # ood_threshold's "use the bundle's" value
 
 SPECS = (
+    Spec(
+        "autostart",
+        True,
+        "configure and activate at start-up; false: wait for the lifecycle services",
+    ),
     Spec("model", "", "model bundle folder (bundle.json + model files, `nflowjs export onnx`)"),
     Spec(
         "backend",

@@ -20,7 +20,7 @@ from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import SingleThreadedExecutor
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
@@ -45,6 +45,7 @@ OUTPUTS = {  # topic (under ~/) -> encoding
 }
 LOG_EVERY_S = 5.0  # bad-input warnings of one kind at most this often
 MAX_TRANSPORT_MS = 60_000.0  # a stamp older than this is not a transport time
+WORKER_JOIN_S = 30.0  # longest wait for the frame in work when stopping (a slow CPU model)
 
 
 class LatestFrame:
@@ -79,29 +80,34 @@ class LatestFrame:
             self._ready.notify_all()
 
 
-class PerceptionNode(Node):
+class PerceptionNode(LifecycleNode):
+    """A managed node (REP 2000's lifecycle, as Nav2 and yolo_ros use it).
+
+    unconfigured: parameters declared, /diagnostics reports the state. configure: the bundle and
+    backend are opened (a first-start TensorRT build happens here). activate: output publishers,
+    input subscription and the worker start. deactivate: they stop, the model stays loaded.
+    cleanup / shutdown: everything is released. ``main`` drives it to active when ``autostart``.
+    """
+
     def __init__(self, **node_options):
         super().__init__("perception_node", **node_options)
         try:
             self.settings = declare(self)
-            self._open_backend()
         except StartupError:
             # Destroyed now, not by the garbage collector after rclpy's shutdown, which can
             # crash the process (seen once as SIGSEGV instead of the exit code 1).
             self.destroy_node()
             raise
-        self.post = Postprocessor(self.bundle)
+        self.backend = self.bundle = self.post = None
+        self.configure_error = ""
         self.stats = NodeStats()
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
-
-        output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self.outputs = {
-            name: self.create_publisher(Image, f"~/{name}", output_qos) for name in OUTPUTS
-        }
-        self.messages = {name: OutputImage(Image, encoding) for name, encoding in OUTPUTS.items()}
+        self.outputs: dict = {}
+        self._input = None
+        self._worker = None
+        self.input_topic = self._input_topic()
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._subscribe_input()
         self.add_on_set_parameters_callback(self._on_set_parameters)
         # Wall time, not the ROS clock: with use_sim_time, diagnostics must not stop with /clock.
         self.create_timer(
@@ -110,9 +116,28 @@ class PerceptionNode(Node):
             clock=Clock(clock_type=ClockType.STEADY_TIME),
         )
 
-        self._mailbox = LatestFrame()
-        self._worker = threading.Thread(target=self._work, name="inference", daemon=True)
-        self._worker.start()
+    @property
+    def state(self) -> str:
+        """The lifecycle state's label: unconfigured, inactive, active, finalized..."""
+        return self._state_machine.current_state[1]
+
+    # -- lifecycle transitions (executor thread) ------------------------------------------------
+
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        self.get_logger().info(
+            f"configuring: opening {self.settings['model']!r} on {self.settings['backend']} "
+            "(a TensorRT engine built on first start takes minutes)"
+        )
+        try:
+            self._open_backend()
+        except StartupError as error:
+            self.configure_error = str(error)
+            self.backend = self.bundle = None
+            if not self.settings["autostart"]:  # with autostart, main() says it as FATAL
+                self.get_logger().error(f"configure failed: {error}")
+            return TransitionCallbackReturn.FAILURE
+        self.configure_error = ""
+        self.post = Postprocessor(self.bundle)
         if getattr(self.backend, "fallback_reason", ""):
             self.get_logger().warning(f"backend auto: {self.backend.fallback_reason}")
         warning = transport_warning()
@@ -123,6 +148,66 @@ class PerceptionNode(Node):
             f"{self.backend.name} ({self.backend.device}); OOD threshold {self.threshold:.6g}; "
             f"input {self.input_topic}"
         )
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        self.outputs = {
+            name: self.create_publisher(Image, f"~/{name}", output_qos) for name in OUTPUTS
+        }
+        self.messages = {name: OutputImage(Image, encoding) for name, encoding in OUTPUTS.items()}
+        self._mailbox = LatestFrame()  # one per activation: a stopped worker never sees a new one
+        self._worker = threading.Thread(
+            target=self._work, args=(self._mailbox,), name="inference", daemon=True
+        )
+        self._worker.start()
+        self._subscribe_input()
+        self.get_logger().info(f"active: subscribed to {self.input_topic}")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop()
+        self.get_logger().info("inactive: input and outputs stopped, model kept")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        self.get_logger().info("unconfigured: model released")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._stop()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state) -> TransitionCallbackReturn:
+        self._stop()
+        self._release()
+        return TransitionCallbackReturn.SUCCESS  # back to unconfigured, ready to try again
+
+    def _stop(self) -> None:
+        """Input first (nothing new arrives), then the worker (its frame finishes), then outputs."""
+        if self._input is not None:
+            self.destroy_subscription(self._input)
+            self._input = None
+        if self._worker is not None:
+            self._mailbox.close()
+            self._worker.join(timeout=WORKER_JOIN_S)
+            self._worker = None
+        for publisher in self.outputs.values():
+            self.destroy_publisher(publisher)
+        self.outputs = {}
+
+    def _release(self) -> None:
+        self.backend = self.bundle = self.post = None
+
+    def close(self) -> None:
+        """Stop and release everything (the shutdown transition where the state allows one)."""
+        if self.state in ("unconfigured", "inactive", "active"):
+            self.trigger_shutdown()
+        else:
+            self._stop()
+            self._release()
 
     # -- start-up ---------------------------------------------------------------------------
 
@@ -151,6 +236,8 @@ class PerceptionNode(Node):
         self.threshold = self._threshold(s)
 
     def _unknown_operating_point(self, name: str) -> str | None:
+        if self.bundle is None:  # unconfigured: configure checks it against the bundle
+            return None
         points = self.bundle.operating_points
         if name and name not in points:
             return (
@@ -174,6 +261,10 @@ class PerceptionNode(Node):
         cache = Path(s["engine_cache_dir"]) if s["engine_cache_dir"] else None
         return {"engine_cache_dir": cache, "build_if_missing": s["build_engine_if_missing"]}
 
+    def _input_topic(self) -> str:
+        base = self.resolve_topic_name("image")  # remappings of `image` apply to both transports
+        return f"{base}/compressed" if self.settings["image_transport"] == "compressed" else base
+
     def _subscribe_input(self) -> None:
         s = self.settings
         reliability = (
@@ -181,15 +272,13 @@ class PerceptionNode(Node):
         )
         # Sensor-data QoS (REP 2003) with depth 1: a slow model never works through a backlog.
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=reliability)
-        base = self.resolve_topic_name("image")  # remappings of `image` apply to both transports
         if s["image_transport"] == "compressed":
-            self.input_topic = f"{base}/compressed"
-            self.create_subscription(
-                CompressedImage, self.input_topic, self._receiver(compressed_to_rgb), qos
-            )
+            message_type, decode = CompressedImage, compressed_to_rgb
         else:
-            self.input_topic = base
-            self.create_subscription(Image, base, self._receiver(image_to_rgb), qos)
+            message_type, decode = Image, image_to_rgb
+        self._input = self.create_subscription(
+            message_type, self.input_topic, self._receiver(decode), qos
+        )
 
     # -- receive (executor thread) ------------------------------------------------------------
 
@@ -211,8 +300,8 @@ class PerceptionNode(Node):
 
     # -- process (worker thread) --------------------------------------------------------------
 
-    def _work(self) -> None:
-        while (item := self._mailbox.take()) is not None:
+    def _work(self, mailbox: LatestFrame) -> None:
+        while (item := mailbox.take()) is not None:
             try:
                 self._process(*item)
             except FrameError as error:
@@ -307,10 +396,19 @@ class PerceptionNode(Node):
             return SetParametersResult(successful=False, reason=reason)
         for p in ours:
             self.settings[p.name] = p.value
-        self.threshold = self._threshold(self.settings)
+        if self.bundle is not None:
+            self.threshold = self._threshold(self.settings)
         return SetParametersResult(successful=True)
 
     def _publish_diagnostics(self) -> None:
+        if self.bundle is None or self.state != "active":
+            self._publish_status(
+                DiagnosticStatus.WARN,
+                f"{self.state}: not processing images"
+                + (f" (configure failed: {self.configure_error})" if self.configure_error else ""),
+                {"lifecycle_state": self.state},
+            )
+            return
         summary = self.stats.summary()
         level, message = (
             DiagnosticStatus.OK,
@@ -321,6 +419,7 @@ class PerceptionNode(Node):
         elif summary["processed_fps"] == 0:
             level, message = DiagnosticStatus.ERROR, "images arrive but none is processed"
         values = {
+            "lifecycle_state": self.state,
             "backend": self.backend.name,
             "bundle": self.bundle.name,
             "model_size": f"{self.bundle.height}x{self.bundle.width}",
@@ -328,20 +427,19 @@ class PerceptionNode(Node):
             "ood_threshold": f"{self.threshold:.6g}",
             **{k: f"{v:.2f}" for k, v in summary.items()},
         }
+        self._publish_status(level, message, values)
+
+    def _publish_status(self, level, message: str, values: dict) -> None:
         status = DiagnosticStatus(
             level=level,
             name=f"{self.get_name()}: inference",
             message=message,
-            hardware_id=self.bundle.name,
+            hardware_id=self.bundle.name if self.bundle else self.settings["model"],
             values=[KeyValue(key=k, value=str(v)) for k, v in values.items()],
         )
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics.publish(array)
-
-    def close(self) -> None:
-        self._mailbox.close()
-        self._worker.join(timeout=5.0)
 
 
 def _both_thresholds(settings: dict) -> str | None:
@@ -370,17 +468,31 @@ def main(args=None) -> int:
         rclpy.logging.get_logger("perception_node").fatal(str(error))
         rclpy.try_shutdown()
         return 1
+    if node.settings["autostart"] and not _autostart(node):
+        rclpy.logging.get_logger("perception_node").fatal(node.configure_error)
+        node.destroy_node()
+        rclpy.try_shutdown()
+        return 1
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     try:
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)  # returns at least every 0.1 s to see `stop`
+        # spin_once returns at least every 0.1 s to see `stop`; a node shut down over its
+        # lifecycle services (finalized) has nothing left to do, so the process ends too.
+        while not stop.is_set() and node.state != "finalized":
+            executor.spin_once(timeout_sec=0.1)
     finally:
         node.close()
         executor.shutdown()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _autostart(node: PerceptionNode) -> bool:
+    """Configure and activate, as Nav2's lifecycle manager does with autostart."""
+    if node.trigger_configure() != TransitionCallbackReturn.SUCCESS:
+        return False
+    return node.trigger_activate() == TransitionCallbackReturn.SUCCESS
 
 
 if __name__ == "__main__":
