@@ -155,6 +155,7 @@ def test_parameter_checks_name_the_problem(tmp_path):
         "ood_threshold",
         "overlay_opacity",
         "min_obstacle_area",
+        "heatmap_encoding",
     }
 
 

@@ -304,6 +304,36 @@ def test_parameters_are_validated_at_run_time(node, listener):
     assert reset.successful
 
 
+def test_the_heatmap_encoding_can_be_switched_to_integer_images(node, listener):
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    frame = camvid_frames(1)[0]
+
+    def heatmap():
+        msg = image_message(frame, "rgb8", listener.next_stamp(), "cam")
+        out = listener.roundtrip(publisher, msg, ("ood_heatmap",))["ood_heatmap"]
+        assert (out.height, out.width, out.step) == (
+            msg.height,
+            msg.width,
+            len(out.data) // out.height,
+        )
+        return out
+
+    score = np.frombuffer(heatmap().data, np.float32)
+    try:
+        for encoding, dtype, scale in (("mono8", np.uint8, 255), ("16UC1", np.uint16, 65535)):
+            (result,) = set_parameters(listener, [Parameter("heatmap_encoding", value=encoding)])
+            assert result.successful
+            out = heatmap()
+            assert out.encoding == encoding and out.is_bigendian == 0
+            values = np.frombuffer(out.data, dtype)
+            assert values.size == score.size
+            assert np.abs(values.astype(np.float64) - score * scale).max() <= 0.5 + 1e-3 * scale
+        (bad,) = set_parameters(listener, [Parameter("heatmap_encoding", value="rgb8")])
+        assert not bad.successful and "'mono8'" in bad.reason
+    finally:
+        set_parameters(listener, [Parameter("heatmap_encoding", value="32FC1")])
+
+
 def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
     process = start_node(
         ros_install,

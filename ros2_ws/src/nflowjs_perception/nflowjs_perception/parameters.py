@@ -119,6 +119,13 @@ SPECS = (
         low=0,
         high=100_000_000,
     ),
+    Spec(
+        "heatmap_encoding",
+        "32FC1",
+        "~/ood_heatmap as 32FC1 (the score), mono8 (score x 255) or 16UC1 (score x 65535)",
+        dynamic=True,
+        choices=("32FC1", "mono8", "16UC1"),
+    ),
     Spec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0),
 )
 SPEC_BY_NAME = {spec.name: spec for spec in SPECS}

@@ -37,7 +37,7 @@ from nflowjs_perception.node_stats import NodeStats
 from nflowjs_perception.parameters import BUNDLE_THRESHOLD, StartupError, check, declare
 from nflowjs_perception.postprocess import Postprocessor, to_input_size, to_model_size
 
-OUTPUTS = {  # topic (under ~/) -> encoding
+OUTPUTS = {  # topic (under ~/) -> encoding (the heatmap's: parameter heatmap_encoding)
     "segmentation": "mono8",
     "ood_heatmap": "32FC1",
     "obstacle_mask": "mono8",
@@ -356,7 +356,9 @@ class PerceptionNode(LifecycleNode):
                     rgb, images["segmentation"], self.overlay_opacity
                 )
         if "ood_heatmap" in wanted:
-            images["ood_heatmap"] = score.astype(np.float32, copy=False)
+            encoding = self.settings["heatmap_encoding"]  # may change at run time
+            self.messages["ood_heatmap"].encoding = encoding
+            images["ood_heatmap"] = self.post.heatmap(score, encoding)
         if "obstacle_mask" in wanted:
             images["obstacle_mask"] = self.post.obstacle_mask(labels, mask, self.min_obstacle_area)
         return {name: self.messages[name].fill(header, images[name]) for name in wanted}

@@ -37,6 +37,9 @@ class Postprocessor:
             self._obstacles = np.empty(shape, np.uint8)
             self._colors = np.empty((*shape, 3), np.uint8)
             self._overlay = np.empty((*shape, 3), np.uint8)
+            self._heat_mono8 = np.empty(shape, np.uint8)
+            self._heat_mono16 = np.empty(shape, np.uint16)
+            self._heat_scratch = np.empty(shape, np.float32)
 
     def segmentation(self, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
         """Outlier-aware labels: OOD pixels get the bundle's unknown id.
@@ -78,6 +81,24 @@ class Postprocessor:
         else:
             out[y0:y1, x0:x1] = keep[components]
         return out
+
+    def heatmap(self, score: np.ndarray, encoding: str) -> np.ndarray:
+        """The score as ``encoding``: 32FC1 as it is, mono8 x 255, 16UC1 x 65535 (rounded).
+
+        The integer forms are a quarter / half of the float's bytes and show in image_view
+        without a colour range (a [0, 1] float image looks black there).
+        """
+        score = score.astype(np.float32, copy=False)
+        if encoding == "32FC1":
+            return score
+        self._buffers(score.shape)
+        if encoding == "mono8":
+            return cv2.convertScaleAbs(score, self._heat_mono8, alpha=255.0)  # rounds, saturates
+        scaled = np.multiply(score, 65535.0, out=self._heat_scratch)
+        np.add(scaled, 0.5, out=scaled)
+        np.clip(scaled, 0.0, 65535.0, out=scaled)
+        self._heat_mono16[...] = scaled  # float -> uint16 truncates: +0.5 above rounds
+        return self._heat_mono16
 
     def overlay(self, rgb: np.ndarray, segmentation: np.ndarray, opacity: float) -> np.ndarray:
         """The camera image blended with class colours; OOD pixels in magenta."""
