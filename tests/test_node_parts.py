@@ -56,7 +56,7 @@ def test_mono8_and_padded_rows():
 @pytest.mark.parametrize(
     ("change", "kind"),
     [
-        ({"encoding": "16UC1"}, "encoding"),
+        ({"encoding": "32FC1"}, "encoding"),
         ({"height": 0}, "empty"),
         ({"step": 20}, "step"),
         ({"data": bytes(50)}, "truncated"),

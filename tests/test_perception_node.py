@@ -161,6 +161,60 @@ def test_any_size_and_encoding_maps_back_to_the_input_size(node, listener, encod
     check_outputs(listener.roundtrip(publisher, msg), msg)
 
 
+def camera_frames(frame: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray, bool]]:
+    """encoding -> (the message's pixels, OpenCV's RGB for them, big-endian) as cameras send."""
+    h, w = frame.shape[:2]
+    gray = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+    frames = {}
+    # a Bayer mosaic keeps, at each pixel, the colour its 2x2 pattern names
+    for pattern, opencv_code in (
+        ("rggb", cv2.COLOR_BayerBG2RGB),  # OpenCV names the pattern by its second row
+        ("bggr", cv2.COLOR_BayerRG2RGB),
+        ("gbrg", cv2.COLOR_BayerGR2RGB),
+        ("grbg", cv2.COLOR_BayerGB2RGB),
+    ):
+        mosaic = np.empty((h, w), np.uint8)
+        for (dy, dx), colour in zip(((0, 0), (0, 1), (1, 0), (1, 1)), pattern, strict=True):
+            mosaic[dy::2, dx::2] = frame[dy::2, dx::2, "rgb".index(colour)]
+        frames[f"bayer_{pattern}8"] = (mosaic, cv2.cvtColor(mosaic, opencv_code), False)
+    for encoding, to_yuv, to_rgb in (
+        ("yuv422", cv2.COLOR_RGB2YUV_UYVY, cv2.COLOR_YUV2RGB_UYVY),
+        ("yuv422_yuy2", cv2.COLOR_RGB2YUV_YUY2, cv2.COLOR_YUV2RGB_YUY2),
+    ):
+        packed = cv2.cvtColor(frame, to_yuv)
+        frames[encoding] = (packed, cv2.cvtColor(packed, to_rgb), False)
+    # 16 bit with the low byte set (below half a step: x / 257 must round back to the 8-bit value)
+    wide = np.minimum(frame.astype(np.uint32) * 257 + 100, 65535).astype(np.uint16)
+    frames["rgb16"] = (wide, frame, False)
+    frames["bgr16"] = (wide[..., ::-1].astype(">u2"), frame, True)  # big-endian too
+    gray16 = gray.astype(np.uint16) * 257
+    for encoding in ("mono16", "16UC1"):
+        frames[encoding] = (gray16, cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), False)
+    frames["8UC3"] = (np.ascontiguousarray(frame[..., ::-1]), frame, False)
+    frames["8UC1"] = (gray, cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB), False)
+    return frames
+
+
+def test_camera_encodings_decode_like_opencv(node, listener):
+    """Bayer, YUV 4:2:2, 16-bit and OpenCV-typed frames: with overlay_opacity 0 the overlay is
+    the decoded camera image, compared with OpenCV's conversion of the same pixels."""
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    frame = camvid_frames(1)[0]
+    (result,) = set_parameters(listener, [Parameter("overlay_opacity", value=0.0)])
+    assert result.successful
+    try:
+        for encoding, (pixels, expected, big_endian) in camera_frames(frame).items():
+            if encoding.startswith(("bayer", "yuv")):  # the reference is the camera's scene
+                assert np.abs(expected.astype(int) - frame).mean() < 3, encoding
+            msg = image_message(np.ascontiguousarray(pixels), encoding, listener.next_stamp(), "c")
+            msg.is_bigendian = int(big_endian)
+            overlay = listener.roundtrip(publisher, msg, ("overlay",))["overlay"]
+            decoded = np.frombuffer(overlay.data, np.uint8).reshape(expected.shape)
+            assert np.array_equal(decoded, expected), encoding
+    finally:
+        set_parameters(listener, [Parameter("overlay_opacity", value=0.5)])
+
+
 def test_reliable_publishers_connect_too(node, listener):
     publisher = listener.node.create_publisher(Image, "/test/image", RELIABLE)
     msg = image_message(camvid_frames(1)[0], "rgb8", listener.next_stamp(), "cam")
@@ -171,7 +225,7 @@ def bad_messages(frame: np.ndarray) -> dict[str, tuple[Image, str]]:
     """Bad frames and the words the node's warning must contain."""
     h, w = frame.shape[:2]
     unsupported = image_message(frame, "rgb8", 0, "cam")
-    unsupported.encoding = "yuv422"
+    unsupported.encoding = "bayer_rggb16"
     step = image_message(frame, "rgb8", 0, "cam")
     step.step = w * 3 - 1
     truncated = image_message(frame, "rgb8", 0, "cam")
@@ -180,7 +234,7 @@ def bad_messages(frame: np.ndarray) -> dict[str, tuple[Image, str]]:
     empty.height = empty.width = empty.step = 0
     empty.data = b""
     return {
-        "encoding": (unsupported, "unsupported image encoding 'yuv422'"),
+        "encoding": (unsupported, "unsupported image encoding 'bayer_rggb16'; publish one of"),
         "step": (step, "step 1439 is less than width 480"),
         "truncated": (truncated, "truncated image"),
         "empty": (empty, "empty image (0x0)"),
