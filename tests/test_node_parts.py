@@ -156,6 +156,9 @@ def test_parameter_checks_name_the_problem(tmp_path):
         "overlay_opacity",
         "min_obstacle_area",
         "heatmap_encoding",
+        "max_drop_rate",
+        "latency_budget_ms",
+        "input_timeout",
     }
 
 
@@ -306,3 +309,22 @@ def test_a_fast_dds_without_large_data_settings_is_named_at_start_up():
     assert transport_warning({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, fast_dds) is None
     assert transport_warning({"FASTDDS_DEFAULT_PROFILES_FILE": "x.xml"}, fast_dds) is None
     assert transport_warning({}, "rmw_cyclonedds_cpp") is None  # other middleware: not ours to say
+
+
+def test_diagnostics_warn_on_drops_and_latency_over_budget():
+    from nflowjs_perception.node_stats import NodeStats, warnings_from
+
+    stats = NodeStats()
+    for _ in range(10):
+        stats.count("received")
+    for _ in range(3):
+        stats.count("dropped")
+    for ms in (20.0, 30.0, 80.0):
+        stats.record({"end_to_end": ms})
+    summary = stats.summary()
+    assert summary["drop_rate"] == 0.3
+    drops, latency = warnings_from(summary, max_drop_rate=0.2, latency_budget_ms=54.0)
+    assert "30% of frames dropped (max_drop_rate 20%)" in drops
+    assert "exceeds latency_budget_ms 54" in latency
+    assert warnings_from(summary, max_drop_rate=0.5, latency_budget_ms=100.0) == []
+    assert stats.summary()["drop_rate"] == 0.0  # a window without frames drops none

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 import rclpy
-from diagnostic_msgs.msg import DiagnosticArray
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from lifecycle_msgs.msg import Transition
 from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
@@ -388,6 +388,66 @@ def test_the_heatmap_encoding_can_be_switched_to_integer_images(node, listener):
         set_parameters(listener, [Parameter("heatmap_encoding", value="32FC1")])
 
 
+def test_diagnostics_warn_about_device_silence_qos_and_latency(
+    ros, ros_install, camvid_bundle, tmp_path
+):
+    process = start_node(
+        ros_install,
+        camvid_bundle,
+        tmp_path / "node.log",
+        "-p", "device:=cuda",  # ONNX Runtime here has no CUDA provider: it runs on the CPU
+        "-p", "input_timeout:=1.0",
+        "-p", "reliable_input:=true",
+        "-p", "latency_budget_ms:=1.0",
+        "-p", "diagnostics_period:=0.5",
+        "-r", "__ns:=/diag",
+        "-r", "image:=/diag/image",
+    )  # fmt: skip
+    listener = Listener("diag_listener", "/diag/perception_node")
+
+    def latest_status():
+        for array in reversed(listener.diagnostics):
+            for status in array.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if values.get("input_topic") == "/diag/image":
+                    return status, values
+        return None, {}
+
+    def warned(words: str) -> bool:
+        listener.diagnostics.clear()
+        return spin_until(
+            listener.node, lambda: words in (latest_status()[0] or DiagnosticStatus()).message, 10
+        )
+
+    try:
+        assert process.wait_for_output("active: subscribed"), process.output()
+        assert "on onnxruntime (cpu, CPUExecutionProvider)" in process.output()
+        assert "device = 'cuda', but onnxruntime runs the model on cpu" in process.output()
+        assert warned("no images on /diag/image for")
+        assert "runs the model on cpu" in latest_status()[0].message
+        assert latest_status()[0].level == DiagnosticStatus.WARN
+        assert latest_status()[1]["device"] == "cpu, CPUExecutionProvider"
+        assert process.output().count("no images on /diag/image for input_timeout = 1 s") == 1
+
+        best_effort = listener.node.create_publisher(Image, "/diag/image", BEST_EFFORT)
+        frame = camvid_frames(1)[0]
+        best_effort.publish(image_message(frame, "rgb8", listener.next_stamp(), "c"))
+        assert process.wait_for_output("offers QoS incompatible"), process.output()
+        assert "(RELIABILITY;" in process.output()
+        listener.node.destroy_publisher(best_effort)
+
+        reliable = listener.node.create_publisher(Image, "/diag/image", RELIABLE)
+        listener.roundtrip(reliable, image_message(frame, "rgb8", listener.next_stamp(), "c"))
+        for _ in range(4):  # frames keep coming, so no silence warning
+            reliable.publish(image_message(frame, "rgb8", listener.next_stamp(), "c"))
+            spin_until(listener.node, lambda: False, 0.2)
+        assert warned("exceeds latency_budget_ms 1")
+        assert "no images" not in latest_status()[0].message
+    finally:
+        listener.node.destroy_node()
+        process.stop()
+
+
 def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
     process = start_node(
         ros_install,
@@ -542,7 +602,7 @@ def test_lifecycle_transitions_start_and_stop_input_and_outputs(
         assert state == "unconfigured" and "on onnxruntime" not in process.output()
         assert wired(subscribed=False, published=False)
         transition(Transition.TRANSITION_CONFIGURE, "inactive")
-        assert "on onnxruntime (cpu)" in process.output()  # the model is loaded in configure
+        assert "on onnxruntime (cpu, " in process.output()  # the model is loaded in configure
         assert wired(subscribed=False, published=False)
         transition(Transition.TRANSITION_ACTIVATE, "active")
         assert wired(subscribed=True, published=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -56,15 +57,21 @@ class OnnxRuntimeBackend:
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
-        self.bundle, self.device = bundle, device
+        self.bundle, self.requested_device = bundle, device
         path = folder / bundle.model_file
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            with warnings.catch_warnings():  # a missing provider: reported below, not as this
+                warnings.simplefilter("ignore", UserWarning)
+                self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as error:  # ONNX Runtime's own error types derive from Exception
             raise BundleError(
                 f"ONNX Runtime {ort.__version__} cannot load {path} ({error}); re-export the "
                 "bundle with this repository's exporter, or update onnxruntime"
             ) from error
+        # ONNX Runtime falls back to the CPU without an error when the CUDA provider is missing
+        # or fails to load: the device is the provider the session really got.
+        self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)

@@ -19,9 +19,10 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
-from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CompressedImage, Image
 
@@ -33,7 +34,7 @@ from nflowjs_perception.image_messages import (
     compressed_to_rgb,
     image_to_rgb,
 )
-from nflowjs_perception.node_stats import NodeStats
+from nflowjs_perception.node_stats import NodeStats, warnings_from
 from nflowjs_perception.parameters import BUNDLE_THRESHOLD, StartupError, check, declare
 from nflowjs_perception.postprocess import Postprocessor, to_input_size, to_model_size
 
@@ -106,6 +107,9 @@ class PerceptionNode(LifecycleNode):
         self.outputs: dict = {}
         self._input = None
         self._worker = None
+        self._last_input = time.monotonic()  # last frame received, or activation
+        self._input_timed_out = False
+        self._incompatible_qos = ""  # the policy of the last publisher we could not match
         self.input_topic = self._input_topic()
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -145,10 +149,28 @@ class PerceptionNode(LifecycleNode):
             self.get_logger().warning(warning)
         self.get_logger().info(
             f"bundle {self.bundle.name!r} ({self.bundle.height}x{self.bundle.width}) on "
-            f"{self.backend.name} ({self.backend.device}); OOD threshold {self.threshold:.6g}; "
+            f"{self.backend.name} ({self._device_text()}); OOD threshold {self.threshold:.6g}; "
             f"input {self.input_topic}"
         )
+        if self._device_mismatch():
+            self.get_logger().warning(self._device_mismatch())
         return TransitionCallbackReturn.SUCCESS
+
+    def _device_text(self) -> str:
+        provider = getattr(self.backend, "provider", "")
+        return f"{self.backend.device}, {provider}" if provider else self.backend.device
+
+    def _device_mismatch(self) -> str:
+        """Why the model runs elsewhere than ``device`` asked, or ''."""
+        asked = self.settings["device"]
+        if not asked or asked == self.backend.device:
+            return ""
+        return (
+            f"device = {asked!r}, but {self.backend.name} runs the model on "
+            f"{self.backend.device} ({getattr(self.backend, 'provider', '') or 'its choice'}); "
+            "install a CUDA-enabled build (onnxruntime-gpu) or set device to "
+            f"{self.backend.device!r}"
+        )
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
@@ -277,7 +299,21 @@ class PerceptionNode(LifecycleNode):
         else:
             message_type, decode = Image, image_to_rgb
         self._input = self.create_subscription(
-            message_type, self.input_topic, self._receiver(decode), qos
+            message_type,
+            self.input_topic,
+            self._receiver(decode),
+            qos,
+            event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos),
+        )
+        self._last_input, self._input_timed_out = time.monotonic(), False
+
+    def _on_incompatible_qos(self, event) -> None:
+        policy = qos_policy_name_from_kind(event.last_policy_kind)
+        self._incompatible_qos = policy
+        self.get_logger().warning(
+            f"a publisher on {self.input_topic} offers QoS incompatible with this subscription "
+            f"({policy}; {event.total_count} so far): its frames never arrive. Match it with "
+            f"reliable_input or qos_overrides.{self.input_topic}.subscription.{policy.lower()}"
         )
 
     # -- receive (executor thread) ------------------------------------------------------------
@@ -285,6 +321,7 @@ class PerceptionNode(LifecycleNode):
     def _receiver(self, decode):
         def receive(msg) -> None:
             received = time.perf_counter()
+            self._last_input = time.monotonic()
             self.stats.count("received")
             if self._mailbox.put((msg, decode, received, self._transport_ms(msg.header.stamp))):
                 self.stats.count("dropped")
@@ -412,17 +449,35 @@ class PerceptionNode(LifecycleNode):
             )
             return
         summary = self.stats.summary()
-        level, message = (
-            DiagnosticStatus.OK,
-            (f"{summary['input_fps']:.1f} fps in, {summary['processed_fps']:.1f} fps processed"),
+        s = self.settings
+        warnings = warnings_from(summary, s["max_drop_rate"], s["latency_budget_ms"])
+        silent_s = time.monotonic() - self._last_input
+        if silent_s > s["input_timeout"]:
+            warnings.insert(0, f"no images on {self.input_topic} for {silent_s:.0f} s")
+            if not self._input_timed_out:  # one line per silence, not one per report
+                self._input_timed_out = True
+                self.get_logger().warning(
+                    f"no images on {self.input_topic} for input_timeout = {s['input_timeout']:g} "
+                    "s: check the camera driver, the topic remapping and the QoS"
+                )
+        else:
+            self._input_timed_out = False
+        if self._device_mismatch():
+            warnings.append(self._device_mismatch())
+        if self._incompatible_qos:
+            warnings.append(
+                f"a publisher on {self.input_topic} has incompatible QoS ({self._incompatible_qos})"
+            )
+        level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
+        message = "; ".join(warnings) or (
+            f"{summary['input_fps']:.1f} fps in, {summary['processed_fps']:.1f} fps processed"
         )
-        if summary["input_fps"] == 0:
-            level, message = DiagnosticStatus.WARN, f"no images on {self.input_topic}"
-        elif summary["processed_fps"] == 0:
+        if summary["input_fps"] > 0 and summary["processed_fps"] == 0:
             level, message = DiagnosticStatus.ERROR, "images arrive but none is processed"
         values = {
             "lifecycle_state": self.state,
             "backend": self.backend.name,
+            "device": self._device_text(),
             "bundle": self.bundle.name,
             "model_size": f"{self.bundle.height}x{self.bundle.width}",
             "input_topic": self.input_topic,
