@@ -20,7 +20,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import QoSProfile, ReliabilityPolicy
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ros_support import NodeProcess, camvid_frames, image_message, spin_until
 
@@ -50,6 +50,13 @@ class Listener:
                 RELIABLE,
             )
         self.node.create_subscription(DiagnosticArray, "/diagnostics", self.diagnostics.append, 10)
+        self.camera_info: dict[int, CameraInfo] = {}
+        self.node.create_subscription(
+            CameraInfo,
+            f"{outputs_under}/camera_info",
+            lambda msg: self.camera_info.__setitem__(stamp(msg), msg),
+            RELIABLE,
+        )
         self.stamp_ns = time.time_ns()
 
     def next_stamp(self) -> int:
@@ -448,6 +455,34 @@ def test_diagnostics_warn_about_device_silence_qos_and_latency(
         process.stop()
 
 
+def test_camera_info_beside_the_image_is_published_with_the_outputs(node, listener):
+    # every earlier test sent frames without camera_info: said once, outputs not held back
+    assert node.output().count("no camera_info on /test/camera_info") == 1, node.output()
+    info = CameraInfo(width=480, height=360, distortion_model="plumb_bob")
+    info.header.frame_id = "camera_optical_frame"
+    info.k = [400.0, 0.0, 240.0, 0.0, 400.0, 180.0, 0.0, 0.0, 1.0]
+    info.d = [0.1, -0.05, 0.0, 0.0, 0.0]
+    info_publisher = listener.node.create_publisher(CameraInfo, "/test/camera_info", RELIABLE)
+    publisher = listener.node.create_publisher(Image, "/test/image", BEST_EFFORT)
+    frame = camvid_frames(1)[0]
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:  # camera_info may be matched after the first frames
+        info_publisher.publish(info)
+        msg = image_message(frame, "rgb8", listener.next_stamp(), "camera_optical_frame")
+        listener.roundtrip(publisher, msg, ("obstacle_mask",))
+        key = stamp(msg)
+        if spin_until(listener.node, lambda key=key: key in listener.camera_info, 1.0):
+            break
+    out = listener.camera_info[stamp(msg)]
+    assert out.header.frame_id == msg.header.frame_id  # stamped like the outputs
+    assert (out.width, out.height, out.distortion_model) == (480, 360, "plumb_bob")
+    assert list(out.k) == list(info.k) and list(out.d) == list(info.d)
+    listener.diagnostics.clear()
+    assert spin_until(listener.node, lambda: len(listener.diagnostics) >= 1, 5)
+    values = {kv.key: kv.value for kv in listener.diagnostics[-1].status[0].values}
+    assert values["input_topic"] == "/test/image" and values["camera_info"] == "received"
+
+
 def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
     process = start_node(
         ros_install,
@@ -535,7 +570,8 @@ def test_a_signal_under_load_ends_the_node_cleanly(
             spin_until(listener.node, lambda: False, 0.03)
         assert process.wait_exit(5) == 0, process.output()
         output = process.output()
-        assert "Traceback" not in output and "[WARN]" not in output, output
+        warnings = [w for w in output.splitlines() if "[WARN]" in w and "no camera_info" not in w]
+        assert "Traceback" not in output and not warnings, output
         assert "[ERROR]" not in output and "failed" not in output, output
     finally:
         listener.node.destroy_node()

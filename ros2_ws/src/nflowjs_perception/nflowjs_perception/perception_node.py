@@ -8,6 +8,7 @@ header unchanged; an output nobody subscribes to costs nothing but a subscriber-
 
 from __future__ import annotations
 
+import copy
 import signal
 import sys
 import threading
@@ -24,7 +25,7 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
 from rclpy.signals import SignalHandlerOptions
-from sensor_msgs.msg import CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
 from nflowjs_perception.dds import transport_warning
@@ -110,6 +111,10 @@ class PerceptionNode(LifecycleNode):
         self._last_input = time.monotonic()  # last frame received, or activation
         self._input_timed_out = False
         self._incompatible_qos = ""  # the policy of the last publisher we could not match
+        self._camera_info = None  # the latest on camera_info_topic; its header is replaced
+        self._camera_info_in = self._camera_info_out = None
+        self._camera_info_missing_said = False
+        self.camera_info_topic = self._camera_info_topic()
         self.input_topic = self._input_topic()
         self.diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.add_on_set_parameters_callback(self._on_set_parameters)
@@ -184,7 +189,9 @@ class PerceptionNode(LifecycleNode):
         )
         self._worker.start()
         self._subscribe_input()
-        self.get_logger().info(f"active: subscribed to {self.input_topic}")
+        self.get_logger().info(
+            f"active: subscribed to {self.input_topic} and {self.camera_info_topic}"
+        )
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
@@ -219,6 +226,10 @@ class PerceptionNode(LifecycleNode):
         for publisher in self.outputs.values():
             self.destroy_publisher(publisher)
         self.outputs = {}
+        if self._camera_info_in is not None:
+            self.destroy_subscription(self._camera_info_in)
+            self.destroy_publisher(self._camera_info_out)
+            self._camera_info_in = self._camera_info_out = None
 
     def _release(self) -> None:
         self.backend = self.bundle = self.post = None
@@ -287,6 +298,11 @@ class PerceptionNode(LifecycleNode):
         base = self.resolve_topic_name("image")  # remappings of `image` apply to both transports
         return f"{base}/compressed" if self.settings["image_transport"] == "compressed" else base
 
+    def _camera_info_topic(self) -> str:
+        """image_transport's convention: ``camera_info`` beside the (remapped) image topic."""
+        image = self.resolve_topic_name("image")
+        return f"{image.rsplit('/', 1)[0]}/camera_info"
+
     def _subscribe_input(self) -> None:
         s = self.settings
         reliability = (
@@ -306,6 +322,15 @@ class PerceptionNode(LifecycleNode):
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos),
         )
         self._last_input, self._input_timed_out = time.monotonic(), False
+        self._camera_info_out = self.create_publisher(
+            CameraInfo, "~/camera_info", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+        )
+        self._camera_info_in = self.create_subscription(
+            CameraInfo, self.camera_info_topic, self._on_camera_info, qos
+        )
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        self._camera_info = msg  # one reference assignment: the worker reads it without a lock
 
     def _on_incompatible_qos(self, event) -> None:
         policy = qos_policy_name_from_kind(event.last_policy_kind)
@@ -371,6 +396,7 @@ class PerceptionNode(LifecycleNode):
         converted = time.perf_counter()
         for name, message in messages.items():
             self.outputs[name].publish(message)
+        self._publish_camera_info(msg.header, height, width)
         published = time.perf_counter()
         timings = {
             "preprocess": 1000 * (inferred - started),
@@ -382,6 +408,28 @@ class PerceptionNode(LifecycleNode):
         if transport_ms is not None:
             timings["transport"] = transport_ms
         self.stats.record(timings)
+
+    def _publish_camera_info(self, header, height: int, width: int) -> None:
+        """The input's camera_info stamped like the outputs: they are at the input resolution,
+        so the intrinsics hold for them unchanged. Missing camera_info never holds outputs back."""
+        info = self._camera_info
+        if info is None:
+            if not self._camera_info_missing_said:
+                self._camera_info_missing_said = True
+                self.get_logger().warning(
+                    f"no camera_info on {self.camera_info_topic}: outputs go out without "
+                    "~/camera_info until one arrives (remap camera_info if it lives elsewhere)"
+                )
+            return
+        if (info.height, info.width) != (height, width):
+            self._warn(
+                "camera_info",
+                f"camera_info on {self.camera_info_topic} is {info.width}x{info.height}, the "
+                f"image {width}x{height}: ~/camera_info passes it on unchanged",
+            )
+        stamped = copy.copy(info)  # shallow: only the header is replaced
+        stamped.header = header
+        self._camera_info_out.publish(stamped)
 
     def _outputs(self, header, rgb, labels, score, mask) -> dict[str, Image]:
         wanted = {n for n, p in self.outputs.items() if p.get_subscription_count() > 0}
@@ -481,6 +529,7 @@ class PerceptionNode(LifecycleNode):
             "bundle": self.bundle.name,
             "model_size": f"{self.bundle.height}x{self.bundle.width}",
             "input_topic": self.input_topic,
+            "camera_info": "received" if self._camera_info else f"none on {self.camera_info_topic}",
             "ood_threshold": f"{self.threshold:.6g}",
             **{k: f"{v:.2f}" for k, v in summary.items()},
         }
