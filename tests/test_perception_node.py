@@ -483,6 +483,57 @@ def test_camera_info_beside_the_image_is_published_with_the_outputs(node, listen
     assert values["input_topic"] == "/test/image" and values["camera_info"] == "received"
 
 
+def test_qos_overrides_from_a_params_file_set_input_and_output_qos(
+    ros, ros_install, camvid_bundle, tmp_path
+):
+    params = tmp_path / "qos.yaml"
+    params.write_text(
+        "/**/perception_node:\n"
+        "  ros__parameters:\n"
+        "    qos_overrides:\n"
+        "      /qos/image:\n"
+        "        subscription: {reliability: reliable, depth: 3, history: keep_last}\n"
+        "      /qos/perception_node/overlay:\n"
+        "        publisher: {reliability: best_effort}\n"
+    )
+    process = start_node(
+        ros_install,
+        camvid_bundle,
+        tmp_path / "node.log",
+        "--params-file", str(params),
+        "-r", "__ns:=/qos",
+        "-r", "image:=/qos/image",
+    )  # fmt: skip
+    listener = Listener("qos_listener", "/qos/perception_node")
+    graph = listener.node
+
+    def reliability(infos) -> set:
+        return {info.qos_profile.reliability for info in infos}
+
+    try:
+        assert process.wait_for_output("active: subscribed"), process.output()
+        assert spin_until(graph, lambda: graph.get_subscriptions_info_by_topic("/qos/image"), 15)
+        assert reliability(graph.get_subscriptions_info_by_topic("/qos/image")) == {
+            ReliabilityPolicy.RELIABLE  # the default is best effort (reliable_input false)
+        }
+        overlay = graph.get_publishers_info_by_topic("/qos/perception_node/overlay")
+        assert reliability(overlay) == {ReliabilityPolicy.BEST_EFFORT}
+        mask = graph.get_publishers_info_by_topic("/qos/perception_node/obstacle_mask")
+        assert reliability(mask) == {ReliabilityPolicy.RELIABLE}  # not overridden
+        client = AsyncParameterClient(graph, "/qos/perception_node")
+        assert client.wait_for_services(timeout_sec=10)
+        future = client.get_parameters(["qos_overrides./qos/image.subscription.depth"])
+        assert spin_until(graph, future.done, 10)
+        assert future.result().values[0].integer_value == 3
+        # the overridden (reliable) input still takes frames; outputs come
+        publisher = graph.create_publisher(Image, "/qos/image", RELIABLE)
+        msg = image_message(camvid_frames(1)[0], "rgb8", listener.next_stamp(), "c")
+        listener.roundtrip(publisher, msg, ("obstacle_mask",))
+    finally:
+        listener.node.destroy_node()
+        process.stop()
+
+
 def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
     process = start_node(
         ros_install,

@@ -24,6 +24,7 @@ from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_policy_name_from_kind
+from rclpy.qos_overriding_options import QoSOverridingOptions
 from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -47,6 +48,9 @@ OUTPUTS = {  # topic (under ~/) -> encoding (the heatmap's: parameter heatmap_en
 }
 LOG_EVERY_S = 5.0  # bad-input warnings of one kind at most this often
 MAX_TRANSPORT_MS = 60_000.0  # a stamp older than this is not a transport time
+# ROS 2's standard QoS overrides (reliability, depth, history) on the inputs and outputs:
+# read-only parameters qos_overrides.<topic>.<publisher|subscription>.<policy>, set in a params file
+QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
 WORKER_JOIN_S = 30.0  # longest wait for the frame in work when stopping (a slow CPU model)
 
 
@@ -178,9 +182,11 @@ class PerceptionNode(LifecycleNode):
         )
 
     def on_activate(self, state) -> TransitionCallbackReturn:
-        output_qos = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
-        self.outputs = {
-            name: self.create_publisher(Image, f"~/{name}", output_qos) for name in OUTPUTS
+        self.outputs = {  # a profile each: a QoS override changes the profile it is given
+            name: self.create_publisher(
+                Image, f"~/{name}", output_qos(), qos_overriding_options=QOS_OVERRIDES
+            )
+            for name in OUTPUTS
         }
         self.messages = {name: OutputImage(Image, encoding) for name, encoding in OUTPUTS.items()}
         self._mailbox = LatestFrame()  # one per activation: a stopped worker never sees a new one
@@ -320,13 +326,21 @@ class PerceptionNode(LifecycleNode):
             self._receiver(decode),
             qos,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos),
+            qos_overriding_options=QOS_OVERRIDES,
         )
         self._last_input, self._input_timed_out = time.monotonic(), False
         self._camera_info_out = self.create_publisher(
-            CameraInfo, "~/camera_info", QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
+            CameraInfo,
+            "~/camera_info",
+            output_qos(),
+            qos_overriding_options=QOS_OVERRIDES,
         )
         self._camera_info_in = self.create_subscription(
-            CameraInfo, self.camera_info_topic, self._on_camera_info, qos
+            CameraInfo,
+            self.camera_info_topic,
+            self._on_camera_info,
+            QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=qos.reliability),
+            qos_overriding_options=QOS_OVERRIDES,
         )
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -546,6 +560,11 @@ class PerceptionNode(LifecycleNode):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics.publish(array)
+
+
+def output_qos() -> QoSProfile:
+    """Reliable, keep last 1: best-effort and reliable subscribers (RViz's default) both match."""
+    return QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE)
 
 
 def _both_thresholds(settings: dict) -> str | None:
