@@ -328,3 +328,21 @@ def test_diagnostics_warn_on_drops_and_latency_over_budget():
     assert "exceeds latency_budget_ms 54" in latency
     assert warnings_from(summary, max_drop_rate=0.5, latency_budget_ms=100.0) == []
     assert stats.summary()["drop_rate"] == 0.0  # a window without frames drops none
+
+
+def test_outputs_computed_into_the_message_buffer_are_not_copied_again():
+    from std_msgs.msg import Header
+
+    from nflowjs_perception.image_messages import OutputImage
+
+    output = OutputImage(Image, "32FC1")
+    heat = output.pixels((4, 6), np.float32)
+    heat[:] = np.linspace(0, 1, 24, dtype=np.float32).reshape(4, 6)
+    buffer = output.msg.data
+    msg = output.fill(Header(frame_id="cam"), heat)
+    assert msg.data is buffer and msg.header.frame_id == "cam"
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (4, 6, 24, "32FC1")
+    assert np.array_equal(np.frombuffer(msg.data, np.float32).reshape(4, 6), heat)
+    elsewhere = np.full((4, 6), 0.5, np.float32)  # not the message's buffer: copied in
+    msg = output.fill(Header(), elsewhere)
+    assert np.array_equal(np.frombuffer(msg.data, np.float32), elsewhere.ravel())

@@ -46,6 +46,7 @@ OUTPUTS = {  # topic (under ~/) -> encoding (the heatmap's: parameter heatmap_en
     "obstacle_mask": "mono8",
     "overlay": "rgb8",
 }
+HEATMAP_DTYPES = {"32FC1": np.float32, "mono8": np.uint8, "16UC1": np.uint16}
 LOG_EVERY_S = 5.0  # bad-input warnings of one kind at most this often
 MAX_TRANSPORT_MS = 60_000.0  # a stamp older than this is not a transport time
 # ROS 2's standard QoS overrides (reliability, depth, history) on the inputs and outputs:
@@ -446,20 +447,37 @@ class PerceptionNode(LifecycleNode):
         self._camera_info_out.publish(stamped)
 
     def _outputs(self, header, rgb, labels, score, mask) -> dict[str, Image]:
+        """The subscribed outputs, each computed straight into its message's buffer."""
         wanted = {n for n, p in self.outputs.items() if p.get_subscription_count() > 0}
+        shape = labels.shape
+
+        def target(name: str, dtype, channels: int = 1):
+            if name not in wanted:
+                return None  # computed into the postprocessor's buffer, if needed at all
+            return self.messages[name].pixels(shape if channels == 1 else (*shape, channels), dtype)
+
         images = {}
         if wanted & {"segmentation", "overlay"}:
-            images["segmentation"] = self.post.segmentation(labels, mask)
+            images["segmentation"] = self.post.segmentation(
+                labels, mask, target("segmentation", np.uint8)
+            )
             if "overlay" in wanted:
                 images["overlay"] = self.post.overlay(
-                    rgb, images["segmentation"], self.overlay_opacity
+                    rgb,
+                    images["segmentation"],
+                    self.overlay_opacity,
+                    target("overlay", np.uint8, 3),
                 )
         if "ood_heatmap" in wanted:
             encoding = self.settings["heatmap_encoding"]  # may change at run time
             self.messages["ood_heatmap"].encoding = encoding
-            images["ood_heatmap"] = self.post.heatmap(score, encoding)
+            images["ood_heatmap"] = self.post.heatmap(
+                score, encoding, target("ood_heatmap", HEATMAP_DTYPES[encoding])
+            )
         if "obstacle_mask" in wanted:
-            images["obstacle_mask"] = self.post.obstacle_mask(labels, mask, self.min_obstacle_area)
+            images["obstacle_mask"] = self.post.obstacle_mask(
+                labels, mask, self.min_obstacle_area, target("obstacle_mask", np.uint8)
+            )
         return {name: self.messages[name].fill(header, images[name]) for name in wanted}
 
     def _warn(self, kind: str, text: str) -> None:
