@@ -247,8 +247,13 @@ def test_tensorrt_engines_come_from_the_bundle_the_cache_or_a_first_start_build(
         return b"serialized engine"
 
     monkeypatch.setattr(backends, "build_serialized_engine", fake_build)
-    built = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)
+    said = []
+    built = backends.find_or_build_engine(
+        camvid_bundle, bundle, gpu, version, None, cache, True, said.append
+    )
     assert built == cache / engine_file_name("fp16", gpu, version)
+    assert len(said) == 2 and "building a TensorRT fp16 engine" in said[0]  # the log's progress
+    assert said[1].startswith("TensorRT engine built in") and str(built) in said[1]
     assert built.read_bytes() == b"serialized engine"
     assert builds == [("model.onnx", "fp16", None)]  # a static bundle needs no profile
     again = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)

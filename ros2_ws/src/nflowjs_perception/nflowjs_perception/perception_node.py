@@ -299,7 +299,11 @@ class PerceptionNode(LifecycleNode):
         if s["backend"] not in ("auto", "tensorrt"):
             return {}
         cache = Path(s["engine_cache_dir"]) if s["engine_cache_dir"] else None
-        return {"engine_cache_dir": cache, "build_if_missing": s["build_engine_if_missing"]}
+        return {
+            "engine_cache_dir": cache,
+            "build_if_missing": s["build_engine_if_missing"],
+            "progress": self.get_logger().info,  # a first-start engine build takes minutes
+        }
 
     def _input_topic(self) -> str:
         base = self.resolve_topic_name("image")  # remappings of `image` apply to both transports
