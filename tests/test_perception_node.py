@@ -710,6 +710,53 @@ def test_lifecycle_transitions_start_and_stop_input_and_outputs(
         process.stop()
 
 
+def test_a_failed_configure_leaves_the_managed_node_unconfigured_and_says_why(
+    ros, ros_install, camvid_bundle, tmp_path
+):
+    import json
+    import shutil
+
+    from nflowjs_perception.bundle import sha256_file
+
+    copy = shutil.copytree(camvid_bundle, tmp_path / "bundle")
+    onnx = copy / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])  # hash updated: only ONNX Runtime can tell
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["files"]["model.onnx"] = sha256_file(onnx)
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    process = start_node(
+        ros_install, copy, tmp_path / "node.log", "-p", "autostart:=false", "-r", "__ns:=/broken"
+    )
+    listener = Listener("broken_listener", "/broken/perception_node")
+    node_name = "/broken/perception_node"
+    change = listener.node.create_client(ChangeState, f"{node_name}/change_state")
+    get = listener.node.create_client(GetState, f"{node_name}/get_state")
+    try:
+        call(listener.node, get, GetState.Request())  # the node is up and answering
+        configure = ChangeState.Request(transition=Transition(id=Transition.TRANSITION_CONFIGURE))
+        assert change.wait_for_service(timeout_sec=30)
+        future = change.call_async(configure)
+        if spin_until(listener.node, future.done, 30):  # an unanswered request: see call()
+            assert not future.result().success
+        assert call(listener.node, get, GetState.Request()).current_state.label == "unconfigured"
+        assert process.wait_for_output("configure failed: cannot load model bundle")
+        assert "re-export the bundle" in process.output()
+        listener.diagnostics.clear()
+
+        def reported() -> bool:
+            return any(
+                "configure failed" in status.message and "unconfigured" in status.message
+                for array in listener.diagnostics
+                for status in array.status
+            )
+
+        assert spin_until(listener.node, reported, 10)
+        assert process.process.poll() is None  # still there, for a fixed bundle and configure
+    finally:
+        listener.node.destroy_node()
+        process.stop()
+
+
 def start_and_expect_failure(ros_install, tmp_path, *params: str) -> str:
     args = [a for p in params for a in ("-p", p)]
     process = NodeProcess(ros_install, tmp_path / "node.log", *args)
