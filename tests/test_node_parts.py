@@ -56,7 +56,7 @@ def test_mono8_and_padded_rows():
 @pytest.mark.parametrize(
     ("change", "kind"),
     [
-        ({"encoding": "16UC1"}, "encoding"),
+        ({"encoding": "32FC1"}, "encoding"),
         ({"height": 0}, "empty"),
         ({"step": 20}, "step"),
         ({"data": bytes(50)}, "truncated"),
@@ -155,6 +155,10 @@ def test_parameter_checks_name_the_problem(tmp_path):
         "ood_threshold",
         "overlay_opacity",
         "min_obstacle_area",
+        "heatmap_encoding",
+        "max_drop_rate",
+        "latency_budget_ms",
+        "input_timeout",
     }
 
 
@@ -187,6 +191,8 @@ def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):
             Parameter("backend", value="onnxruntime"),
         ]
     )
+    node.trigger_configure()
+    node.trigger_activate()
     tester = rclpy.create_node("lazy_tester")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -241,8 +247,13 @@ def test_tensorrt_engines_come_from_the_bundle_the_cache_or_a_first_start_build(
         return b"serialized engine"
 
     monkeypatch.setattr(backends, "build_serialized_engine", fake_build)
-    built = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)
+    said = []
+    built = backends.find_or_build_engine(
+        camvid_bundle, bundle, gpu, version, None, cache, True, said.append
+    )
     assert built == cache / engine_file_name("fp16", gpu, version)
+    assert len(said) == 2 and "building a TensorRT fp16 engine" in said[0]  # the log's progress
+    assert said[1].startswith("TensorRT engine built in") and str(built) in said[1]
     assert built.read_bytes() == b"serialized engine"
     assert builds == [("model.onnx", "fp16", None)]  # a static bundle needs no profile
     again = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)
@@ -303,3 +314,40 @@ def test_a_fast_dds_without_large_data_settings_is_named_at_start_up():
     assert transport_warning({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, fast_dds) is None
     assert transport_warning({"FASTDDS_DEFAULT_PROFILES_FILE": "x.xml"}, fast_dds) is None
     assert transport_warning({}, "rmw_cyclonedds_cpp") is None  # other middleware: not ours to say
+
+
+def test_diagnostics_warn_on_drops_and_latency_over_budget():
+    from nflowjs_perception.node_stats import NodeStats, warnings_from
+
+    stats = NodeStats()
+    for _ in range(10):
+        stats.count("received")
+    for _ in range(3):
+        stats.count("dropped")
+    for ms in (20.0, 30.0, 80.0):
+        stats.record({"end_to_end": ms})
+    summary = stats.summary()
+    assert summary["drop_rate"] == 0.3
+    drops, latency = warnings_from(summary, max_drop_rate=0.2, latency_budget_ms=54.0)
+    assert "30% of frames dropped (max_drop_rate 20%)" in drops
+    assert "exceeds latency_budget_ms 54" in latency
+    assert warnings_from(summary, max_drop_rate=0.5, latency_budget_ms=100.0) == []
+    assert stats.summary()["drop_rate"] == 0.0  # a window without frames drops none
+
+
+def test_outputs_computed_into_the_message_buffer_are_not_copied_again():
+    from std_msgs.msg import Header
+
+    from nflowjs_perception.image_messages import OutputImage
+
+    output = OutputImage(Image, "32FC1")
+    heat = output.pixels((4, 6), np.float32)
+    heat[:] = np.linspace(0, 1, 24, dtype=np.float32).reshape(4, 6)
+    buffer = output.msg.data
+    msg = output.fill(Header(frame_id="cam"), heat)
+    assert msg.data is buffer and msg.header.frame_id == "cam"
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (4, 6, 24, "32FC1")
+    assert np.array_equal(np.frombuffer(msg.data, np.float32).reshape(4, 6), heat)
+    elsewhere = np.full((4, 6), 0.5, np.float32)  # not the message's buffer: copied in
+    msg = output.fill(Header(), elsewhere)
+    assert np.array_equal(np.frombuffer(msg.data, np.float32), elsewhere.ravel())

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+import time
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -56,15 +59,21 @@ class OnnxRuntimeBackend:
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
-        self.bundle, self.device = bundle, device
+        self.bundle, self.requested_device = bundle, device
         path = folder / bundle.model_file
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            with warnings.catch_warnings():  # a missing provider: reported below, not as this
+                warnings.simplefilter("ignore", UserWarning)
+                self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as error:  # ONNX Runtime's own error types derive from Exception
             raise BundleError(
                 f"ONNX Runtime {ort.__version__} cannot load {path} ({error}); re-export the "
                 "bundle with this repository's exporter, or update onnxruntime"
             ) from error
+        # ONNX Runtime falls back to the CPU without an error when the CUDA provider is missing
+        # or fails to load: the device is the provider the session really got.
+        self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
@@ -125,11 +134,13 @@ def find_or_build_engine(
     precision: str | None = None,
     engine_cache_dir: Path | None = None,
     build_if_missing: bool = False,
+    progress: Callable[[str], None] = lambda text: None,
 ) -> Path:
     """The engine for this GPU: from the bundle, else the cache, else (if allowed) built now.
 
     Precision preference without ``precision``: int8, fp16, fp32 (fastest first). A build goes
     to ``engine_cache_dir`` (a mounted bundle may be read-only) in fp16 unless told otherwise.
+    ``progress`` hears when a build starts and ends (it takes minutes; perception_node logs it).
     """
     preference = [precision] if precision else ["int8", "fp16", "fp32"]
     for p in preference:
@@ -147,11 +158,17 @@ def find_or_build_engine(
     built = precision or "fp16"
     target = engine_cache_dir / engine_file_name(built, gpu_name, tensorrt_version)
     size = (bundle.height, bundle.width) if bundle.dynamic_size else None
+    progress(
+        f"building a TensorRT {built} engine for {gpu_name} (TensorRT {tensorrt_version}) from "
+        f"{folder / bundle.model_file}: this takes minutes, once per GPU and TensorRT version"
+    )
+    started = time.monotonic()
     engine = build_serialized_engine(folder / bundle.model_file, built, size)
     engine_cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=engine_cache_dir, delete=False) as tmp:
         tmp.write(engine)  # renamed into place: a crash never leaves half an engine
     os.replace(tmp.name, target)
+    progress(f"TensorRT engine built in {time.monotonic() - started:.0f} s: {target}")
     return target
 
 
@@ -166,6 +183,7 @@ class TensorRTBackend:
         precision: str | None = None,
         engine_cache_dir: Path | None = None,
         build_if_missing: bool = False,
+        progress: Callable[[str], None] = lambda text: None,
     ):
         trt = import_tensorrt()
         import torch
@@ -180,6 +198,7 @@ class TensorRTBackend:
             precision,
             engine_cache_dir,
             build_if_missing,
+            progress,
         )
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -218,7 +237,8 @@ def open_backend(
 ) -> Backend:
     """A backend for the bundle in ``folder``; ``auto`` prefers TensorRT, then ONNX Runtime.
 
-    ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing) go to TensorRT only.
+    ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing, progress) go to TensorRT
+    only.
     With ``auto`` the returned backend's ``fallback_reason`` says why TensorRT was not used.
     """
     if kind not in BACKEND_NAMES:
