@@ -351,3 +351,36 @@ def test_outputs_computed_into_the_message_buffer_are_not_copied_again():
     elsewhere = np.full((4, 6), 0.5, np.float32)  # not the message's buffer: copied in
     msg = output.fill(Header(), elsewhere)
     assert np.array_equal(np.frombuffer(msg.data, np.float32), elsewhere.ravel())
+
+
+@pytest.mark.parametrize(
+    ("encoding", "dtype", "scale"), [("mono8", np.uint8, 255), ("16UC1", np.uint16, 65535)]
+)
+def test_integer_heatmaps_round_to_nearest_and_saturate_exactly(encoding, dtype, scale):
+    """Both integer encodings by one rule: below 0 -> 0 (not |score|), above 1 -> the maximum,
+    NaN -> 0 without a warning, else the nearest integer to score x scale. The float32
+    neighbours of each half-way point (k + 0.5) / scale decide the rounding; the only exact tie
+    (float32 x 255 or 65535 is exact in float64) is score 0.5, rounded half to even."""
+    post = Postprocessor(small_bundle())
+    edges = np.array([-0.1, -0.0, 0.0, 1.0, 1.2, 7.0, np.nan], np.float32)
+    assert post.heatmap(edges[None], encoding).tolist() == [[0, 0, 0, scale, scale, scale, 0]]
+    halfway = ((np.arange(scale, dtype=np.float64) + 0.5) / scale).astype(np.float32)
+    near = np.concatenate(
+        [
+            np.nextafter(halfway, np.float32(0)),
+            halfway,
+            np.nextafter(halfway, np.float32(1)),
+            np.linspace(0, 1, 1001, dtype=np.float32),
+        ]
+    )
+    exact = np.rint(near.astype(np.float64) * scale)  # float32 x scale is exact in float64
+    ties = np.abs(exact - near.astype(np.float64) * scale) == 0.5
+    assert near[ties].tolist() == [0.5] * ties.sum() and exact[ties][0] % 2 == 0  # half to even
+    out = np.empty(near.shape, dtype)[None]
+    with np.errstate(all="raise"):
+        result = post.heatmap(near[None], encoding, out)
+    assert result is out  # written into the given buffer (the message's), not a scratch one
+    assert result.dtype == dtype and np.array_equal(result[0], exact.astype(dtype))
+    k = np.tile(np.arange(scale), 3)  # each half-way point's lower integer
+    assert set(exact[: 3 * scale] - k) == {0.0, 1.0}  # rounded down and up near the .5 points
+    assert post.heatmap(near[None], "32FC1").tobytes() == near.tobytes()

@@ -15,6 +15,7 @@ import numpy as np
 
 from nflowjs_perception.bundle import Bundle
 
+HEATMAP_SCALES = {"mono8": (255.0, cv2.CV_8U), "16UC1": (65535.0, cv2.CV_16U)}
 UNKNOWN_COLOR = (255, 0, 255)  # magenta: no road-scene class uses it, so OOD stands out
 
 
@@ -38,9 +39,7 @@ class Postprocessor:
             self._obstacles = np.empty(shape, np.uint8)
             self._colors = np.empty((*shape, 3), np.uint8)
             self._overlay = np.empty((*shape, 3), np.uint8)
-            self._heat_mono8 = np.empty(shape, np.uint8)
-            self._heat_mono16 = np.empty(shape, np.uint16)
-            self._heat_scratch = np.empty(shape, np.float32)
+            self._heat = {"mono8": np.empty(shape, np.uint8), "16UC1": np.empty(shape, np.uint16)}
 
     def segmentation(self, labels: np.ndarray, mask: np.ndarray, out=None) -> np.ndarray:
         """Outlier-aware labels: OOD pixels get the bundle's unknown id.
@@ -86,10 +85,13 @@ class Postprocessor:
         return out
 
     def heatmap(self, score: np.ndarray, encoding: str, out=None) -> np.ndarray:
-        """The score as ``encoding``: 32FC1 as it is, mono8 x 255, 16UC1 x 65535 (rounded).
+        """The score as ``encoding``: 32FC1 as it is, mono8 x 255, 16UC1 x 65535.
 
         The integer forms are a quarter / half of the float's bytes and show in image_view
-        without a colour range (a [0, 1] float image looks black there).
+        without a colour range (a [0, 1] float image looks black there). One OpenCV pass each,
+        the same rule for both: the exact product rounded to the nearest integer (the one tie, a
+        score of 0.5, to even), saturated (below 0 -> 0, above 1 -> the maximum), NaN -> 0
+        without a warning.
         """
         score = score.astype(np.float32, copy=False)
         if encoding == "32FC1":
@@ -98,15 +100,9 @@ class Postprocessor:
             np.copyto(out, score)
             return out
         self._buffers(score.shape)
-        if encoding == "mono8":
-            out = self._heat_mono8 if out is None else out
-            return cv2.convertScaleAbs(score, out, alpha=255.0)  # rounds, saturates
-        out = self._heat_mono16 if out is None else out
-        scaled = np.multiply(score, 65535.0, out=self._heat_scratch)
-        np.add(scaled, 0.5, out=scaled)
-        np.clip(scaled, 0.0, 65535.0, out=scaled)
-        out[...] = scaled  # float -> uint16 truncates: +0.5 above rounds
-        return out
+        scale, depth = HEATMAP_SCALES[encoding]
+        out = self._heat[encoding] if out is None else out
+        return cv2.multiply(score, scale, dst=out, dtype=depth)
 
     def overlay(
         self, rgb: np.ndarray, segmentation: np.ndarray, opacity: float, out=None
