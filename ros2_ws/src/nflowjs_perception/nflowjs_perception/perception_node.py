@@ -52,7 +52,12 @@ MAX_TRANSPORT_MS = 60_000.0  # a stamp older than this is not a transport time
 # ROS 2's standard QoS overrides (reliability, depth, history) on the inputs and outputs:
 # read-only parameters qos_overrides.<topic>.<publisher|subscription>.<policy>, set in a params file
 QOS_OVERRIDES = QoSOverridingOptions.with_default_policies()
-WORKER_JOIN_S = 30.0  # longest wait for the frame in work when stopping (a slow CPU model)
+OVERRIDABLE = {"RELIABILITY", "HISTORY", "DEPTH"}  # the policies QOS_OVERRIDES offers
+# Longest wait for the frame in work when stopping. ros2 launch sends SIGINT, SIGTERM 5 s later
+# and SIGKILL 5 s after that: 4 s leaves time to destroy the node and exit inside the first 5 s.
+# A frame slower than that (a big CPU model) fails the transition instead (see _stop).
+WORKER_JOIN_S = 4.0
+QOS_WARN_S = 30.0  # an incompatible-QoS event stays in diagnostics this long after the last one
 
 
 class LatestFrame:
@@ -87,6 +92,20 @@ class LatestFrame:
             self._ready.notify_all()
 
 
+class Activation:
+    """What one activation's worker uses. The worker holds its own references, so a stop that
+    outlived its join timeout, a cleanup (backend None) or the next activation never changes
+    them under a frame in work."""
+
+    def __init__(self, node: PerceptionNode):
+        self.mailbox = LatestFrame()
+        self.backend, self.bundle, self.post = node.backend, node.bundle, node.post
+        self.outputs: dict = {}  # filled one publisher at a time, so a failure leaks none
+        self.messages = {name: OutputImage(Image, encoding) for name, encoding in OUTPUTS.items()}
+        self.camera_info_out = None
+        self.busy = False  # a frame is in work (read by _stop, for its log line)
+
+
 class PerceptionNode(LifecycleNode):
     """A managed node (REP 2000's lifecycle, as Nav2 and yolo_ros use it).
 
@@ -106,18 +125,19 @@ class PerceptionNode(LifecycleNode):
             self.destroy_node()
             raise
         self.backend = self.bundle = self.post = None
-        self.configure_error = ""
+        self.transition_error = ""  # why the last configure or activate failed ('' if none)
         self.stats = NodeStats()
         self._last_warning: dict[str, float] = {}
         self._suppressed: dict[str, int] = {}
         self.outputs: dict = {}
+        self._run: Activation | None = None
         self._input = None
         self._worker = None
         self._last_input = time.monotonic()  # last frame received, or activation
         self._input_timed_out = False
-        self._incompatible_qos = ""  # the policy of the last publisher we could not match
+        self._incompatible_qos = ("", 0.0)  # (policy, monotonic time) of the last mismatch
         self._camera_info = None  # the latest on camera_info_topic; its header is replaced
-        self._camera_info_in = self._camera_info_out = None
+        self._camera_info_in = None
         self._camera_info_missing_said = False
         self.camera_info_topic = self._camera_info_topic()
         self.input_topic = self._input_topic()
@@ -145,12 +165,9 @@ class PerceptionNode(LifecycleNode):
         try:
             self._open_backend()
         except StartupError as error:
-            self.configure_error = str(error)
             self.backend = self.bundle = None
-            if not self.settings["autostart"]:  # with autostart, main() says it as FATAL
-                self.get_logger().error(f"configure failed: {error}")
-            return TransitionCallbackReturn.FAILURE
-        self.configure_error = ""
+            return self._failed("configure", error)
+        self.transition_error = ""
         self.post = Postprocessor(self.bundle)
         if getattr(self.backend, "fallback_reason", ""):
             self.get_logger().warning(f"backend auto: {self.backend.fallback_reason}")
@@ -182,27 +199,44 @@ class PerceptionNode(LifecycleNode):
             f"{self.backend.device!r}"
         )
 
+    def _failed(self, transition: str, error: Exception) -> TransitionCallbackReturn:
+        """Keep and log why a transition failed: rclpy swallows exceptions in transition
+        callbacks without a word, and with autostart main() says it as the one FATAL line."""
+        self.transition_error = f"{transition} failed: {error}"
+        if not self.settings["autostart"]:
+            self.get_logger().error(self.transition_error)
+        return TransitionCallbackReturn.FAILURE
+
     def on_activate(self, state) -> TransitionCallbackReturn:
-        self.outputs = {  # a profile each: a QoS override changes the profile it is given
-            name: self.create_publisher(
-                Image, f"~/{name}", output_qos(), qos_overriding_options=QOS_OVERRIDES
+        if self._worker is not None:  # it outlived the last stop and still publishes
+            return self._failed("activate", RuntimeError(self._worker_busy_text()))
+        self._incompatible_qos = ("", 0.0)
+        self.stats.reset()  # the last activation's latencies and counts are not this one's
+        self._run = run = Activation(self)
+        try:
+            for name in OUTPUTS:  # a profile each: a QoS override changes the profile it is given
+                run.outputs[name] = self._create("publisher", Image, f"~/{name}", output_qos())
+            self.outputs = run.outputs
+            run.camera_info_out = self._create(
+                "publisher", CameraInfo, "~/camera_info", output_qos()
             )
-            for name in OUTPUTS
-        }
-        self.messages = {name: OutputImage(Image, encoding) for name, encoding in OUTPUTS.items()}
-        self._mailbox = LatestFrame()  # one per activation: a stopped worker never sees a new one
+            self._subscribe_input(run.mailbox)
+        except Exception as error:  # a bad qos_overrides value, most likely
+            self._stop()  # what was created before the failure
+            return self._failed("activate", error)
         self._worker = threading.Thread(
-            target=self._work, args=(self._mailbox,), name="inference", daemon=True
+            target=self._work, args=(run,), name="inference", daemon=True
         )
         self._worker.start()
-        self._subscribe_input()
+        self.transition_error = ""
         self.get_logger().info(
             f"active: subscribed to {self.input_topic} and {self.camera_info_topic}"
         )
         return TransitionCallbackReturn.SUCCESS
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
-        self._stop()
+        if not self._stop():
+            return TransitionCallbackReturn.FAILURE  # still active: try again
         self.get_logger().info("inactive: input and outputs stopped, model kept")
         return TransitionCallbackReturn.SUCCESS
 
@@ -212,34 +246,58 @@ class PerceptionNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
-        self._stop()
+        stopped = self._stop()
         self._release()
-        return TransitionCallbackReturn.SUCCESS
+        return TransitionCallbackReturn.SUCCESS if stopped else TransitionCallbackReturn.FAILURE
 
     def on_error(self, state) -> TransitionCallbackReturn:
-        self._stop()
+        # After an exception in a transition (ours catch theirs): everything released, back to
+        # unconfigured. model, backend and device are read-only, so configure again only helps
+        # when the cause was outside the node (a bundle folder repaired in place); else restart.
+        stopped = self._stop()
         self._release()
-        return TransitionCallbackReturn.SUCCESS  # back to unconfigured, ready to try again
+        return TransitionCallbackReturn.SUCCESS if stopped else TransitionCallbackReturn.FAILURE
 
-    def _stop(self) -> None:
-        """Input first (nothing new arrives), then the worker (its frame finishes), then outputs."""
-        if self._input is not None:
-            self.destroy_subscription(self._input)
-            self._input = None
+    def _stop(self) -> bool:
+        """Inputs first (nothing new arrives), then the worker (its frame finishes), then outputs.
+
+        False when the frame in work outlives WORKER_JOIN_S: its thread and the publishers it
+        still uses are kept (destroying them under it would fail its publish), the transition
+        fails and may be tried again. Each handle is released on its own, so a partly failed
+        activate is undone too.
+        """
+        for name in ("_input", "_camera_info_in"):
+            if getattr(self, name) is not None:
+                self.destroy_subscription(getattr(self, name))
+                setattr(self, name, None)
+        self._camera_info, self._camera_info_missing_said = None, False
         if self._worker is not None:
-            self._mailbox.close()
+            run = self._run
+            run.mailbox.close()
+            if run.busy:
+                self.get_logger().info("stopping: waiting for the frame in work")
             self._worker.join(timeout=WORKER_JOIN_S)
+            if self._worker.is_alive():
+                self.get_logger().error(self._worker_busy_text())
+                return False
             self._worker = None
-        for publisher in self.outputs.values():
-            self.destroy_publisher(publisher)
+        if self._run is not None:
+            for publisher in (*self._run.outputs.values(), self._run.camera_info_out):
+                if publisher is not None:
+                    self.destroy_publisher(publisher)
+            self._run = None
         self.outputs = {}
-        if self._camera_info_in is not None:
-            self.destroy_subscription(self._camera_info_in)
-            self.destroy_publisher(self._camera_info_out)
-            self._camera_info_in = self._camera_info_out = None
+        return True
+
+    def _worker_busy_text(self) -> str:
+        return (
+            f"the frame in work has taken more than WORKER_JOIN_S = {WORKER_JOIN_S:g} s (a model "
+            "this slow on this device?); its outputs are kept until it ends: try again later"
+        )
 
     def _release(self) -> None:
         self.backend = self.bundle = self.post = None
+        self._camera_info, self._camera_info_missing_said = None, False
 
     def close(self) -> None:
         """Stop and release everything (the shutdown transition where the state allows one)."""
@@ -314,7 +372,7 @@ class PerceptionNode(LifecycleNode):
         image = self.resolve_topic_name("image")
         return f"{image.rsplit('/', 1)[0]}/camera_info"
 
-    def _subscribe_input(self) -> None:
+    def _subscribe_input(self, mailbox: LatestFrame) -> None:
         s = self.settings
         reliability = (
             ReliabilityPolicy.RELIABLE if s["reliable_input"] else ReliabilityPolicy.BEST_EFFORT
@@ -325,49 +383,60 @@ class PerceptionNode(LifecycleNode):
             message_type, decode = CompressedImage, compressed_to_rgb
         else:
             message_type, decode = Image, image_to_rgb
-        self._input = self.create_subscription(
+        self._input = self._create(
+            "subscription",
             message_type,
             self.input_topic,
-            self._receiver(decode),
+            self._receiver(decode, mailbox),
             qos,
             event_callbacks=SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos),
-            qos_overriding_options=QOS_OVERRIDES,
         )
         self._last_input, self._input_timed_out = time.monotonic(), False
-        self._camera_info_out = self.create_publisher(
-            CameraInfo,
-            "~/camera_info",
-            output_qos(),
-            qos_overriding_options=QOS_OVERRIDES,
-        )
-        self._camera_info_in = self.create_subscription(
+        self._camera_info_in = self._create(
+            "subscription",
             CameraInfo,
             self.camera_info_topic,
             self._on_camera_info,
             QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1, reliability=qos.reliability),
-            qos_overriding_options=QOS_OVERRIDES,
         )
+
+    def _create(self, kind: str, message_type, topic: str, *args, **kwargs):
+        """create_publisher or create_subscription with the QoS overrides; a bad override value
+        is reported with the parameter it came from (rclpy names only the policy)."""
+        create = self.create_publisher if kind == "publisher" else self.create_subscription
+        try:
+            return create(
+                message_type, topic, *args, qos_overriding_options=QOS_OVERRIDES, **kwargs
+            )
+        except (RuntimeError, ValueError) as error:  # "Unexpected QoS override for policy ..."
+            name = f"qos_overrides.{self.resolve_topic_name(topic)}.{kind}"
+            raise StartupError(f"{name}: {error}") from error
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg  # one reference assignment: the worker reads it without a lock
 
     def _on_incompatible_qos(self, event) -> None:
         policy = qos_policy_name_from_kind(event.last_policy_kind)
-        self._incompatible_qos = policy
+        self._incompatible_qos = (policy, time.monotonic())
+        if policy in OVERRIDABLE:
+            fix = f"set qos_overrides.{self.input_topic}.subscription.{policy.lower()}"
+            if policy == "RELIABILITY":
+                fix += " or reliable_input"
+        else:  # not offered as an override here: only the publisher can change it
+            fix = f"the publisher must change its {policy.lower()} to one this subscription accepts"
         self.get_logger().warning(
             f"a publisher on {self.input_topic} offers QoS incompatible with this subscription "
-            f"({policy}; {event.total_count} so far): its frames never arrive. Match it with "
-            f"reliable_input or qos_overrides.{self.input_topic}.subscription.{policy.lower()}"
+            f"({policy}; {event.total_count} so far): its frames never arrive. Fix: {fix}"
         )
 
     # -- receive (executor thread) ------------------------------------------------------------
 
-    def _receiver(self, decode):
+    def _receiver(self, decode, mailbox: LatestFrame):
         def receive(msg) -> None:
             received = time.perf_counter()
             self._last_input = time.monotonic()
             self.stats.count("received")
-            if self._mailbox.put((msg, decode, received, self._transport_ms(msg.header.stamp))):
+            if mailbox.put((msg, decode, received, self._transport_ms(msg.header.stamp))):
                 self.stats.count("dropped")
 
         return receive
@@ -381,41 +450,46 @@ class PerceptionNode(LifecycleNode):
 
     # -- process (worker thread) --------------------------------------------------------------
 
-    def _work(self, mailbox: LatestFrame) -> None:
-        while (item := mailbox.take()) is not None:
+    def _work(self, run: Activation) -> None:
+        while (item := run.mailbox.take()) is not None:
+            run.busy = True
             try:
-                self._process(*item)
+                self._process(run, *item)
             except FrameError as error:
                 self.stats.count("bad")
                 self._warn(error.kind, f"dropped a frame on {self.input_topic}: {error}")
             except Exception as error:  # the node outlives any single frame
                 self.stats.count("failed")
-                self._warn("failure", f"frame failed in {self.backend.name}: {error!r}")
+                self._warn("failure", f"frame failed in {run.backend.name}: {error!r}")
+            finally:
+                run.busy = False
 
-    def _process(self, msg, decode, received: float, transport_ms: float | None) -> None:
+    def _process(
+        self, run: Activation, msg, decode, received: float, transport_ms: float | None
+    ) -> None:
         started = time.perf_counter()
         rgb = decode(msg)
         height, width = rgb.shape[:2]
-        if self.bundle.dynamic_size:
+        if run.bundle.dynamic_size:
             model_input = np.ascontiguousarray(rgb)
         else:
-            model_input = to_model_size(rgb, self.bundle.height, self.bundle.width)
+            model_input = to_model_size(rgb, run.bundle.height, run.bundle.width)
         inferred = time.perf_counter()
-        labels, score, mask = self.backend.infer(model_input)
+        labels, score, mask = run.backend.infer(model_input)
         done = time.perf_counter()
 
         threshold = self.threshold
         resized = labels.shape != (height, width)
         if resized:
             labels, score = to_input_size(labels, score, height, width)
-        if resized or threshold != self.bundle.ood_threshold:
+        if resized or threshold != run.bundle.ood_threshold:
             # the mask of what is published: exactly the heatmap's pixels at or above the threshold
             mask = np.greater_equal(score, threshold).view(np.uint8)
-        messages = self._outputs(msg.header, rgb, labels, score, mask)
+        messages = self._outputs(run, msg.header, rgb, labels, score, mask)
         converted = time.perf_counter()
         for name, message in messages.items():
-            self.outputs[name].publish(message)
-        self._publish_camera_info(msg.header, height, width)
+            run.outputs[name].publish(message)
+        self._publish_camera_info(run, msg.header, height, width)
         published = time.perf_counter()
         timings = {
             "preprocess": 1000 * (inferred - started),
@@ -428,16 +502,17 @@ class PerceptionNode(LifecycleNode):
             timings["transport"] = transport_ms
         self.stats.record(timings)
 
-    def _publish_camera_info(self, header, height: int, width: int) -> None:
+    def _publish_camera_info(self, run: Activation, header, height: int, width: int) -> None:
         """The input's camera_info stamped like the outputs: they are at the input resolution,
         so the intrinsics hold for them unchanged. Missing camera_info never holds outputs back."""
         info = self._camera_info
         if info is None:
             if not self._camera_info_missing_said:
                 self._camera_info_missing_said = True
+                topic = self.camera_info_topic  # derived and absolute: remap it by that name
                 self.get_logger().warning(
-                    f"no camera_info on {self.camera_info_topic}: outputs go out without "
-                    "~/camera_info until one arrives (remap camera_info if it lives elsewhere)"
+                    f"no camera_info on {topic}: outputs go out without ~/camera_info until one "
+                    f"arrives (published elsewhere? remap it: -r {topic}:=/your/camera_info)"
                 )
             return
         if (info.height, info.width) != (height, width):
@@ -448,25 +523,25 @@ class PerceptionNode(LifecycleNode):
             )
         stamped = copy.copy(info)  # shallow: only the header is replaced
         stamped.header = header
-        self._camera_info_out.publish(stamped)
+        run.camera_info_out.publish(stamped)
 
-    def _outputs(self, header, rgb, labels, score, mask) -> dict[str, Image]:
+    def _outputs(self, run: Activation, header, rgb, labels, score, mask) -> dict[str, Image]:
         """The subscribed outputs, each computed straight into its message's buffer."""
-        wanted = {n for n, p in self.outputs.items() if p.get_subscription_count() > 0}
+        wanted = {n for n, p in run.outputs.items() if p.get_subscription_count() > 0}
         shape = labels.shape
 
         def target(name: str, dtype, channels: int = 1):
             if name not in wanted:
                 return None  # computed into the postprocessor's buffer, if needed at all
-            return self.messages[name].pixels(shape if channels == 1 else (*shape, channels), dtype)
+            return run.messages[name].pixels(shape if channels == 1 else (*shape, channels), dtype)
 
         images = {}
         if wanted & {"segmentation", "overlay"}:
-            images["segmentation"] = self.post.segmentation(
+            images["segmentation"] = run.post.segmentation(
                 labels, mask, target("segmentation", np.uint8)
             )
             if "overlay" in wanted:
-                images["overlay"] = self.post.overlay(
+                images["overlay"] = run.post.overlay(
                     rgb,
                     images["segmentation"],
                     self.overlay_opacity,
@@ -474,15 +549,15 @@ class PerceptionNode(LifecycleNode):
                 )
         if "ood_heatmap" in wanted:
             encoding = self.settings["heatmap_encoding"]  # may change at run time
-            self.messages["ood_heatmap"].encoding = encoding
-            images["ood_heatmap"] = self.post.heatmap(
+            run.messages["ood_heatmap"].encoding = encoding
+            images["ood_heatmap"] = run.post.heatmap(
                 score, encoding, target("ood_heatmap", HEATMAP_DTYPES[encoding])
             )
         if "obstacle_mask" in wanted:
-            images["obstacle_mask"] = self.post.obstacle_mask(
+            images["obstacle_mask"] = run.post.obstacle_mask(
                 labels, mask, self.min_obstacle_area, target("obstacle_mask", np.uint8)
             )
-        return {name: self.messages[name].fill(header, images[name]) for name in wanted}
+        return {name: run.messages[name].fill(header, images[name]) for name in wanted}
 
     def _warn(self, kind: str, text: str) -> None:
         """Log ``text`` unless a message of the same kind went out in the last LOG_EVERY_S."""
@@ -528,7 +603,7 @@ class PerceptionNode(LifecycleNode):
             self._publish_status(
                 DiagnosticStatus.WARN,
                 f"{self.state}: not processing images"
-                + (f" (configure failed: {self.configure_error})" if self.configure_error else ""),
+                + (f" ({self.transition_error})" if self.transition_error else ""),
                 {"lifecycle_state": self.state},
             )
             return
@@ -548,16 +623,16 @@ class PerceptionNode(LifecycleNode):
             self._input_timed_out = False
         if self._device_mismatch():
             warnings.append(self._device_mismatch())
-        if self._incompatible_qos:
-            warnings.append(
-                f"a publisher on {self.input_topic} has incompatible QoS ({self._incompatible_qos})"
-            )
+        policy, when = self._incompatible_qos
+        if policy and time.monotonic() - when < QOS_WARN_S:  # the event comes once per publisher
+            warnings.append(f"a publisher on {self.input_topic} has incompatible QoS ({policy})")
         level = DiagnosticStatus.WARN if warnings else DiagnosticStatus.OK
         message = "; ".join(warnings) or (
             f"{summary['input_fps']:.1f} fps in, {summary['processed_fps']:.1f} fps processed"
         )
         if summary["input_fps"] > 0 and summary["processed_fps"] == 0:
-            level, message = DiagnosticStatus.ERROR, "images arrive but none is processed"
+            level = DiagnosticStatus.ERROR
+            message = "; ".join(["images arrive but none is processed", *warnings])
         values = {
             "lifecycle_state": self.state,
             "backend": self.backend.name,
@@ -616,7 +691,7 @@ def main(args=None) -> int:
         rclpy.try_shutdown()
         return 1
     if node.settings["autostart"] and not _autostart(node):
-        rclpy.logging.get_logger("perception_node").fatal(node.configure_error)
+        rclpy.logging.get_logger("perception_node").fatal(node.transition_error)
         node.destroy_node()
         rclpy.try_shutdown()
         return 1
