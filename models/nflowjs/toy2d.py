@@ -11,7 +11,7 @@ pre-training and after the joint stage); it draws the first seed's two OOD-score
 
     python -m nflowjs.toy2d --out out/toy2d --seeds 0 1 2
 
-``--negatives ring`` replaces the flow by uniform points 0.2-1.0 from the training inliers (the
+``--negatives-from ring`` replaces the flow by uniform points 0.2-1.0 from the training inliers (the
 negatives Figure 2's caption describes): it isolates the classifier's half of the method.
 """
 
@@ -183,7 +183,11 @@ def train_nflowjs(
     with torch.no_grad():
         placement = {"pre-trained flow": distance_profile(flow.sample(4000), x)}
 
-    ring = off_manifold_points(x, 20_000, RING, config.seed + 400)
+    ring = (
+        off_manifold_points(x, 4000, RING, config.seed + 400)
+        if config.negatives_from == "ring"
+        else None
+    )
     model = classifier()
     model.load_state_dict(stage1.state_dict())
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -207,7 +211,7 @@ def train_nflowjs(
         flow_optimizer.step()
     with torch.no_grad():
         if config.negatives_from == "ring":  # the flow trained on NLL only: show what was used
-            placement = {"ring negatives": distance_profile(ring[:4000], x)}
+            placement = {"ring negatives": distance_profile(ring, x)}
         else:
             placement["jointly trained flow"] = distance_profile(flow.sample(4000), x)
     return model, flow, placement
