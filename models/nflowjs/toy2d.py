@@ -321,21 +321,26 @@ def plot(methods: dict, inliers, negatives: tuple, results: dict, path: Path) ->
 
 def print_tables(results: dict[int, ToyResult]) -> None:
     """Markdown tables: AUROC per seed and method, and where the flow's samples fall."""
-    first = next(iter(results.values()))
-    bands = list(next(iter(first.auroc.values())))
-    print("\nAUROC, test inliers vs uniform points by distance to the nearest training inlier")
-    print("| seed | method | " + " | ".join(bands) + " |")
-    print("|---|---|" + "---|" * len(bands))
-    for seed, result in results.items():
-        for method, row in result.auroc.items():
-            print(f"| {seed} | {method} | " + " | ".join(f"{row[b]:.3f}" for b in bands) + " |")
-    distances = list(next(iter(first.placement.values())))
-    print("\nFlow samples by distance to the nearest training inlier (fraction of 4,000)")
-    print("| seed | flow | " + " | ".join(distances) + " |")
-    print("|---|---|" + "---|" * len(distances))
-    for seed, result in results.items():
-        for stage, row in result.placement.items():
-            print(f"| {seed} | {stage} | " + " | ".join(f"{row[d]:.3f}" for d in distances) + " |")
+
+    def table(title: str, label: str, rows_of) -> None:
+        print(f"\n{title}")
+        columns = list(next(iter(rows_of(next(iter(results.values()))).values())))
+        print(f"| seed | {label} | " + " | ".join(columns) + " |")
+        print("|---|---|" + "---|" * len(columns))
+        for seed, result in results.items():
+            for name, row in rows_of(result).items():
+                print(f"| {seed} | {name} | " + " | ".join(f"{row[c]:.3f}" for c in columns) + " |")
+
+    table(
+        "AUROC, test inliers vs uniform points by distance to the nearest training inlier",
+        "method",
+        lambda result: result.auroc,
+    )
+    table(
+        "Negatives by distance to the nearest training inlier (fraction of 4,000)",
+        "negatives",
+        lambda result: result.placement,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
