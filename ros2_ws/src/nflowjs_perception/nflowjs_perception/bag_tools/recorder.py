@@ -79,6 +79,9 @@ def _bag_qos(subscribed: QoSProfile, publishers: Sequence[QoSProfile]):
     )
 
 
+DRAIN_S = 10.0  # at most this long to take what DDS delivered before a stop
+
+
 def record(
     out: str | Path,
     topics: Sequence[str],
@@ -132,6 +135,7 @@ def record(
                 next_look = now + 0.1
             ros.executor.spin_once(timeout_sec=0.02)
             writer.close_chunk_if_due()
+        _drain(ros, stats)
     finally:
         try:
             ros.close()
@@ -142,6 +146,21 @@ def record(
     for topic in pending:
         log(f"record: {topic} never appeared in the graph; nothing recorded for it")
     return stats
+
+
+def _drain(ros, stats: RecordStats, seconds: float = DRAIN_S) -> None:
+    """Take the messages DDS has already delivered before the bag closes.
+
+    A reliable publisher counts a message as received once the reader's DDS queue holds it; a
+    recorder stopped (SIGINT, SIGTERM, --duration) while its callbacks lag behind, as on a loaded
+    machine, would otherwise lose those. Ends once a spin brings nothing new, or after ``seconds``.
+    """
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        before = sum(stats.messages.values())
+        ros.executor.spin_once(timeout_sec=0.05)
+        if sum(stats.messages.values()) == before:
+            return
 
 
 class _Subscriber:
