@@ -69,7 +69,7 @@ def launch_literal(name: str):
 def test_lone_copies_of_the_packages_build_with_colcon(ros_install):
     """``ros_install`` is built from copies of each package without the repository around them."""
     share = ros_install / "nflowjs_perception" / "share" / "nflowjs_perception"
-    for path in ("launch/road.launch.py", "config/road.yaml", "package.xml"):
+    for path in ("launch/road.launch.py", "config/road.yaml", "package.xml", "LICENSE", "NOTICE"):
         assert (share / path).is_file(), path
     viz_share = ros_install / "nflowjs_perception_viz" / "share" / "nflowjs_perception_viz"
     assert (viz_share / "rviz" / "road.rviz").is_file()
@@ -226,3 +226,17 @@ def test_readme_documents_every_parameter_and_launch_argument():
     readme = (REPO / "README.md").read_text()
     for name in [spec.name for spec in SPECS] + sorted(LAUNCH_ARGUMENTS):
         assert f"| `{name}` |" in readme, name
+
+
+def test_one_licence_everywhere():
+    """Apache-2.0 in package.xml, setup.py and pyproject; each package carries the same text."""
+    assert "Apache License" in (REPO / "LICENSE").read_text()
+    pyproject = __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["project"]
+    assert pyproject["license"] == "Apache-2.0"
+    for package in (PACKAGE, VIZ_PACKAGE):
+        license_tag = ET.parse(package / "package.xml").getroot().find("license")
+        assert (license_tag.text, license_tag.get("file")) == ("Apache-2.0", "LICENSE")
+        assert 'license="Apache-2.0"' in (package / "setup.py").read_text()
+        assert (package / "LICENSE").read_bytes() == (REPO / "LICENSE").read_bytes(), package
+    # the CamVid demo data's terms travel with the package that ships it
+    assert (PACKAGE / "NOTICE").read_bytes() == (REPO / "NOTICE").read_bytes()

@@ -32,7 +32,7 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}", ["package.xml", "LICENSE", "NOTICE"]),
         # Everything installed comes from inside this folder, so a copy of the package alone
         # (vcs import into another workspace, a bloom release) builds.
         (f"share/{PACKAGE}/launch", share(HERE / "launch", "*.launch.py")),
@@ -43,6 +43,7 @@ setup(
     zip_safe=True,
     maintainer="nflowjs-perception maintainers",
     maintainer_email="maintainers@users.noreply.r-seed-c6993f65.example",
+    license="Apache-2.0",  # the code; NOTICE: the CamVid demo data's terms
     description="NFlowJS road-scene segmentation and OOD detection node",
     entry_points={
         "console_scripts": [

@@ -10,7 +10,7 @@ setup(
     packages=[],
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}", ["package.xml", "LICENSE"]),
         (f"share/{PACKAGE}/rviz", ["rviz/road.rviz"]),
     ],
     install_requires=["setuptools"],
@@ -18,4 +18,5 @@ setup(
     maintainer="nflowjs-perception maintainers",
     maintainer_email="maintainers@users.noreply.r-seed-c6993f65.example",
     description="RViz2 configuration for nflowjs_perception",
+    license="Apache-2.0",
 )
