@@ -160,7 +160,13 @@ def test_dockerignore_keeps_data_and_build_outputs_out():
 def test_runtime_image_entrypoint_environment_and_healthcheck():
     steps = instructions(RUNTIME)
     env = " ".join(args for keyword, args in steps if keyword == "ENV")
-    assert "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA" in env  # 2 MP frames between processes
+    # 2 MP frames between processes: the package's profile, at its --merge-install path
+    profile = re.search(r"FASTDDS_DEFAULT_PROFILES_FILE=(\S+)", env).group(1)
+    installed = Path(profile).relative_to("/opt/nflowjs/install/share")
+    assert (ROOT / "ros2_ws" / "src" / installed).is_file(), profile
+    assert "FASTDDS_BUILTIN_TRANSPORTS" not in env
+    # console scripts on PATH (`docker compose run --rm perception convert_to_bag ...`)
+    assert "PATH=/opt/nflowjs/install/lib/nflowjs_perception:${PATH}" in env
     (entrypoint,) = [exec_form(args) for keyword, args in steps if keyword == "ENTRYPOINT"]
     script = DOCKER / Path(entrypoint[0]).name
     assert f"docker/{script.name}" in copy_sources(RUNTIME)

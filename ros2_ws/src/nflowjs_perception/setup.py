@@ -36,7 +36,11 @@ setup(
         # Everything installed comes from inside this folder, so a copy of the package alone
         # (vcs import into another workspace, a bloom release) builds.
         (f"share/{PACKAGE}/launch", share(HERE / "launch", "*.launch.py")),
-        (f"share/{PACKAGE}/config", share(HERE / "config", "*.yaml")),
+        # road.yaml (parameters) and fastdds.xml (the Fast DDS profile every process loads)
+        (
+            f"share/{PACKAGE}/config",
+            share(HERE / "config", "*.yaml") + share(HERE / "config", "*.xml"),
+        ),
         *demo_files(),
     ],
     install_requires=["setuptools"],

@@ -17,6 +17,14 @@ from launch_ros.substitutions import FindPackageShare
 PACKAGE = "nflowjs_perception"
 VIZ_PACKAGE = "nflowjs_perception_viz"
 SHARE = FindPackageShare(PACKAGE)
+PROFILE_VARIABLE = "FASTDDS_DEFAULT_PROFILES_FILE"
+FASTDDS_PROFILE = PathJoinSubstitution([SHARE, "config", "fastdds.xml"])
+# set by the user: their choice of transports stands (nflowjs_perception.dds has the same list)
+TRANSPORT_VARIABLES = (
+    PROFILE_VARIABLE,
+    "FASTDDS_BUILTIN_TRANSPORTS",
+    "FASTRTPS_DEFAULT_PROFILES_FILE",
+)
 
 # name -> (default, description); "" leaves the parameter to config/road.yaml
 ARGUMENTS = {
@@ -101,11 +109,13 @@ def generate_launch_description():
                 DeclareLaunchArgument(name, default_value=default, description=description)
                 for name, (default, description) in ARGUMENTS.items()
             ),
-            # Shared memory + TCP for large samples: without it Fast DDS drops best-effort 2 MP
-            # frames between processes (DESIGN.md). A value set by the user is kept.
-            SetEnvironmentVariable(
-                "FASTDDS_BUILTIN_TRANSPORTS",
-                os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA"),
+            # The package's Fast DDS profile (shared memory for 2 MP frames + UDP): with Fast
+            # DDS's defaults best-effort 2 MP frames between processes are lost (DESIGN.md).
+            # Transports the user chose are kept.
+            *(
+                ()
+                if any(os.environ.get(name) for name in TRANSPORT_VARIABLES)
+                else (SetEnvironmentVariable(PROFILE_VARIABLE, FASTDDS_PROFILE),)
             ),
             OpaqueFunction(function=_node),
         ]

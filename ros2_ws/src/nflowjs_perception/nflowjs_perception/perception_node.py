@@ -29,7 +29,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
-from nflowjs_perception.dds import transport_warning
+from nflowjs_perception.dds import transport_warning, use_shipped_profile
 from nflowjs_perception.image_messages import (
     FrameError,
     OutputImage,
@@ -605,6 +605,7 @@ def main(args=None) -> int:
     # publishing (RCLError "publisher's context is invalid"), and Python's turns Ctrl-C into a
     # KeyboardInterrupt wherever the main thread is. Ours only ask the spin loop to stop; the
     # worker is joined, the node destroyed, and only then the context shut down.
+    use_shipped_profile()  # `ros2 run` too, not only the launch file; a user's choice is kept
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):
