@@ -143,13 +143,18 @@ def test_obstacle_mask_with_more_than_255_regions():
     assert (post.obstacle_mask(labels, mask, 1) == mask * 255).all()
 
 
-def test_parameter_checks_name_the_problem(tmp_path):
+def test_parameter_checks_name_the_problem(tmp_path, monkeypatch):
     assert check("ood_threshold", 0.3) is None and check("ood_threshold", -1.0) is None
     assert "[0, 1]" in check("ood_threshold", -0.2)
     assert "choose one of" in check("backend", "tflite")
     assert "model is empty" in check("model", "")
     assert "not a folder" in check("model", str(tmp_path / "missing"))
     assert check("model", str(tmp_path)) is None
+    # engine_cache_dir's "~" is the user's home (the default is ~/.cache/...)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "file").write_text("")
+    assert "exists and is not a folder" in check("engine_cache_dir", "~/file")
+    assert check("engine_cache_dir", "~/.cache/nflowjs_perception/engines") is None
     assert {s.name for s in SPECS if s.dynamic} == {
         "operating_point",
         "ood_threshold",

@@ -240,3 +240,22 @@ def test_one_licence_everywhere():
         assert (package / "LICENSE").read_bytes() == (REPO / "LICENSE").read_bytes(), package
     # the CamVid demo data's terms travel with the package that ships it
     assert (PACKAGE / "NOTICE").read_bytes() == (REPO / "NOTICE").read_bytes()
+
+
+def test_walk_through_commands_run_the_package_tools_the_ros_way():
+    """On a ROS install the console scripts are not on PATH: `ros2 run` (or the .venv's copy)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## LostAndFound walk-through")[1].split("\n## ")[0]
+    scripts = set(__import__("test_docker").console_scripts(PACKAGE / "setup.py"))
+    commands = [
+        line.strip()
+        for block in section.split("```bash")[1:]
+        for line in block.split("```")[0].splitlines()
+        if line.strip()
+    ]
+    assert any(c.startswith("ros2 run nflowjs_perception convert_to_bag") for c in commands)
+    for command in commands:
+        first = command.split()[0]
+        assert first.split("/")[-1] not in scripts or first.startswith(".venv/bin/"), command
+    # every terminal loads the package's Fast DDS profile
+    assert "export FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix nflowjs_perception)" in section

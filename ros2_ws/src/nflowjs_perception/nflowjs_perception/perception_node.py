@@ -298,7 +298,7 @@ class PerceptionNode(LifecycleNode):
         s = self.settings
         if s["backend"] not in ("auto", "tensorrt"):
             return {}
-        cache = Path(s["engine_cache_dir"]) if s["engine_cache_dir"] else None
+        cache = Path(s["engine_cache_dir"]).expanduser() if s["engine_cache_dir"] else None
         return {
             "engine_cache_dir": cache,
             "build_if_missing": s["build_engine_if_missing"],
