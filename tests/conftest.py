@@ -57,10 +57,17 @@ def write_fake_camvid(root: Path, frames: int = 3, size=(36, 48)) -> Path:
 
 @pytest.fixture(scope="session")
 def ros_install(tmp_path_factory) -> Path:
-    """The ROS 2 workspace built with colcon, as a user builds it."""
-    from ros_support import REPO, colcon_build
+    """The ROS 2 packages built with colcon, as a user builds them.
 
-    return colcon_build(REPO / "ros2_ws", tmp_path_factory.mktemp("colcon"))
+    Each package is copied alone into a workspace outside the repository first (what vcs import
+    or a bloom release gives a user), so a package that reads files beyond its own folder fails
+    to build here.
+    """
+    from ros_support import REPO, colcon_build_paths, lone_copy
+
+    out = tmp_path_factory.mktemp("colcon")
+    copies = [lone_copy(p, out / "ws") for p in sorted((REPO / "ros2_ws" / "src").iterdir())]
+    return colcon_build_paths(*copies, out=out)
 
 
 @pytest.fixture(scope="session")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,12 +39,29 @@ def use_private_domain() -> int:
 
 def colcon_build(workspace: Path, out: Path) -> Path:
     """``colcon build`` of ``workspace`` into ``out``; returns the install folder."""
+    return colcon_build_paths(workspace / "src", out=out)
+
+
+def lone_copy(package: Path, workspace: Path) -> Path:
+    """``package`` copied alone into ``workspace``/src, as vcs import or a release tarball has it.
+
+    Symbolic links are copied as links, so one that points out of the package dangles here as
+    it would there.
+    """
+    ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build", "install", "log")
+    return Path(
+        shutil.copytree(package, workspace / "src" / package.name, symlinks=True, ignore=ignore)
+    )
+
+
+def colcon_build_paths(*base_paths: Path, out: Path) -> Path:
+    """``colcon build`` of the packages under ``base_paths`` into ``out``; the install folder."""
     result = subprocess.run(
         [
             str(Path(os.sys.executable).with_name("colcon")),
             "build",
             "--base-paths",
-            str(workspace / "src"),
+            *map(str, base_paths),
             "--build-base",
             str(out / "build"),
             "--install-base",

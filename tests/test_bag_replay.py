@@ -236,9 +236,15 @@ def test_record_in_process_stops_after_duration(tmp_path, context):
         assert conn.ext.offered_qos_profiles[0].reliability.name == "BEST_EFFORT"
 
 
-def test_play_and_record_say_when_fast_dds_would_drop_large_frames(tmp_path, monkeypatch):
-    monkeypatch.delenv(dds.ENVIRONMENT_VARIABLE, raising=False)
-    # a missing bag and an existing --out: each stops with an error right after the warning
-    for command in (("play", str(tmp_path / "no-bag")), ("record", "--out", str(tmp_path), "/a")):
+def test_play_and_record_load_the_shipped_profile_or_say_what_is_wrong(tmp_path, monkeypatch):
+    for name in dds.TRANSPORT_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    # a missing bag and an existing --out: each stops with an error right after any warning
+    commands = (("play", str(tmp_path / "no-bag")), ("record", "--out", str(tmp_path), "/a"))
+    for command in commands:  # nothing set: the tools select the profile themselves
         _, err = run_module(*command).communicate(timeout=60)
-        assert f"{command[0]}: warning: {dds.ENVIRONMENT_VARIABLE} is not set" in err, err
+        assert "warning" not in err, err
+    monkeypatch.setenv(dds.PROFILE_VARIABLE, str(tmp_path / "typo.xml"))
+    for command in commands:
+        _, err = run_module(*command).communicate(timeout=60)
+        assert f"{command[0]}: warning: {dds.PROFILE_VARIABLE}={tmp_path}/typo.xml is not" in err

@@ -24,7 +24,7 @@ DOCKER = ROOT / "docker"
 RUNTIME, TRAIN = DOCKER / "Dockerfile.runtime", DOCKER / "Dockerfile.train"
 COMPOSE = DOCKER / "compose.yaml"
 PACKAGE = ROOT / "ros2_ws" / "src" / "nflowjs_perception"
-LAUNCH_FILE = ROOT / "launch" / "road.launch.py"
+LAUNCH_FILE = ROOT / "ros2_ws" / "src" / "nflowjs_perception" / "launch" / "road.launch.py"
 
 
 def instructions(dockerfile: Path) -> list[tuple[str, str]]:
@@ -149,14 +149,24 @@ def test_dockerignore_keeps_data_and_build_outputs_out():
         "ros2_ws/src/nflowjs_perception/nflowjs_perception/__pycache__/node.cpython-312.pyc",
     ]:
         assert ignored(path), f".dockerignore lets {path} into the build context"
-    for path in ["launch/road.launch.py", "ros2_ws/src/nflowjs_perception/setup.py"]:
+    for path in [
+        "ros2_ws/src/nflowjs_perception/launch/road.launch.py",
+        "ros2_ws/src/nflowjs_perception/setup.py",
+        "ros2_ws/src/nflowjs_perception_viz/rviz/road.rviz",
+    ]:
         assert not ignored(path), f".dockerignore drops {path}, which an image needs"
 
 
 def test_runtime_image_entrypoint_environment_and_healthcheck():
     steps = instructions(RUNTIME)
     env = " ".join(args for keyword, args in steps if keyword == "ENV")
-    assert "FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA" in env  # 2 MP frames between processes
+    # 2 MP frames between processes: the package's profile, at its --merge-install path
+    profile = re.search(r"FASTDDS_DEFAULT_PROFILES_FILE=(\S+)", env).group(1)
+    installed = Path(profile).relative_to("/opt/nflowjs/install/share")
+    assert (ROOT / "ros2_ws" / "src" / installed).is_file(), profile
+    assert "FASTDDS_BUILTIN_TRANSPORTS" not in env
+    # console scripts on PATH (`docker compose run --rm perception convert_to_bag ...`)
+    assert "PATH=/opt/nflowjs/install/lib/nflowjs_perception:${PATH}" in env
     (entrypoint,) = [exec_form(args) for keyword, args in steps if keyword == "ENTRYPOINT"]
     script = DOCKER / Path(entrypoint[0]).name
     assert f"docker/{script.name}" in copy_sources(RUNTIME)
@@ -239,6 +249,10 @@ def test_compose_services_profiles_and_dockerfiles():
     assert services["rviz"]["build"]["args"]["WITH_RVIZ"] == "1"
     assert "/tmp/.X11-unix:/tmp/.X11-unix:rw" in services["rviz"]["volumes"]
     assert "DISPLAY" in services["rviz"]["environment"]
+    # the RViz config the rviz service opens is the one the viz package installs
+    (config,) = [a for a in services["rviz"]["command"] if a.endswith(".rviz")]
+    installed = Path(config).relative_to("/opt/nflowjs/install/share")  # --merge-install layout
+    assert (ROOT / "ros2_ws" / "src" / installed).is_file(), config
 
 
 def test_compose_gpu_volumes_and_ros_transport():

@@ -159,13 +159,18 @@ def test_obstacle_mask_with_more_than_255_regions():
     assert (post.obstacle_mask(labels, mask, 1) == mask * 255).all()
 
 
-def test_parameter_checks_name_the_problem(tmp_path):
+def test_parameter_checks_name_the_problem(tmp_path, monkeypatch):
     assert check("ood_threshold", 0.3) is None and check("ood_threshold", -1.0) is None
     assert "[0, 1]" in check("ood_threshold", -0.2)
     assert "choose one of" in check("backend", "tflite")
     assert "model is empty" in check("model", "")
     assert "not a folder" in check("model", str(tmp_path / "missing"))
     assert check("model", str(tmp_path)) is None
+    # engine_cache_dir's "~" is the user's home (the default is ~/.cache/...)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "file").write_text("")
+    assert "exists and is not a folder" in check("engine_cache_dir", "~/file")
+    assert check("engine_cache_dir", "~/.cache/nflowjs_perception/engines") is None
     assert {s.name for s in SPECS if s.dynamic} == {
         "operating_point",
         "ood_threshold",
@@ -395,16 +400,33 @@ def test_auto_says_why_tensorrt_was_not_used(camvid_bundle):
     assert open_backend(camvid_bundle, "auto", "cpu").fallback_reason.endswith("device is cpu")
 
 
-def test_a_fast_dds_without_large_data_settings_is_named_at_start_up():
-    from nflowjs_perception.dds import SINGLE_HOST, transport_warning
+def test_a_fast_dds_without_large_data_settings_is_named_at_start_up(tmp_path):
+    from nflowjs_perception.dds import profile_path, transport_warning
 
-    warning = transport_warning({}, "rmw_fastrtps_cpp")
-    assert "FASTDDS_BUILTIN_TRANSPORTS is not set" in warning
-    assert "=LARGE_DATA" in warning and SINGLE_HOST in warning
     fast_dds = "rmw_fastrtps_cpp"
+    warning = transport_warning({}, fast_dds)
+    assert "neither FASTDDS_DEFAULT_PROFILES_FILE nor FASTDDS_BUILTIN_TRANSPORTS" in warning
+    assert "nflowjs_perception/config/fastdds.xml" in warning
+    missing = str(tmp_path / "nowhere.xml")
+    warning = transport_warning({"FASTDDS_DEFAULT_PROFILES_FILE": missing}, fast_dds)
+    assert f"FASTDDS_DEFAULT_PROFILES_FILE={missing} is not a file" in warning
+    profile = {"FASTDDS_DEFAULT_PROFILES_FILE": str(profile_path())}
+    assert transport_warning(profile, fast_dds) is None
     assert transport_warning({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, fast_dds) is None
-    assert transport_warning({"FASTDDS_DEFAULT_PROFILES_FILE": "x.xml"}, fast_dds) is None
     assert transport_warning({}, "rmw_cyclonedds_cpp") is None  # other middleware: not ours to say
+
+
+def test_the_shipped_profile_is_selected_unless_the_user_chose():
+    from nflowjs_perception import dds
+
+    # a dict, not os.environ: Fast DDS in this process must not see the variable change
+    environ = {"ROS_DOMAIN_ID": "7"}
+    assert dds.use_shipped_profile(environ) == str(dds.profile_path())
+    assert environ[dds.PROFILE_VARIABLE] == str(dds.profile_path())
+    assert dds.profile_path().name == "fastdds.xml" and dds.profile_path().is_file()
+    chosen = {dds.ENVIRONMENT_VARIABLE: "LARGE_DATA"}
+    assert dds.use_shipped_profile(chosen) is None
+    assert chosen == {dds.ENVIRONMENT_VARIABLE: "LARGE_DATA"}
 
 
 def test_diagnostics_warn_on_drops_and_latency_over_budget():

@@ -584,19 +584,20 @@ def test_compressed_input(ros, ros_install, camvid_bundle, tmp_path):
 def test_start_up_warns_when_fast_dds_would_drop_large_frames(
     ros, ros_install, camvid_bundle, tmp_path, monkeypatch
 ):
-    warning = "FASTDDS_BUILTIN_TRANSPORTS is not set"
+    warning = "FASTDDS_DEFAULT_PROFILES_FILE="  # ... names a file that does not exist
     monkeypatch.delenv("FASTDDS_BUILTIN_TRANSPORTS")
+    monkeypatch.setenv("FASTDDS_DEFAULT_PROFILES_FILE", str(tmp_path / "typo.xml"))
     process = start_node(ros_install, camvid_bundle, tmp_path / "node.log")
     try:
         assert process.wait_for_output(warning), process.output()
         assert "[WARN]" in next(line for line in process.output().splitlines() if warning in line)
     finally:
         process.stop()
-    monkeypatch.undo()  # the transport the tests use (ros_support): no warning
+    monkeypatch.delenv("FASTDDS_DEFAULT_PROFILES_FILE")  # nothing set: the node loads the profile
     process = start_node(ros_install, camvid_bundle, tmp_path / "quiet.log")
     try:
         assert process.wait_for_output("on onnxruntime"), process.output()
-        assert warning not in process.output()
+        assert "FASTDDS" not in process.output()
     finally:
         process.stop()
 

@@ -19,7 +19,8 @@ from nflowjs_perception.parameters import SPECS
 from ros_support import REPO
 
 PACKAGE = REPO / "ros2_ws" / "src" / "nflowjs_perception"
-LAUNCH_FILE = REPO / "launch" / "road.launch.py"
+VIZ_PACKAGE = REPO / "ros2_ws" / "src" / "nflowjs_perception_viz"
+LAUNCH_FILE = PACKAGE / "launch" / "road.launch.py"
 LAUNCH_ARGUMENTS = {  # the issue's list, plus the TensorRT engine cache and the params file
     "model",
     "image_topic",
@@ -65,15 +66,38 @@ def launch_literal(name: str):
     raise AssertionError(f"{LAUNCH_FILE} has no {name}")
 
 
-def test_colcon_installs_the_node_launch_config_and_rviz(ros_install):
+def test_lone_copies_of_the_packages_build_with_colcon(ros_install):
+    """``ros_install`` is built from copies of each package without the repository around them."""
     share = ros_install / "nflowjs_perception" / "share" / "nflowjs_perception"
-    for path in ("launch/road.launch.py", "config/road.yaml", "rviz/road.rviz", "package.xml"):
+    for path in ("launch/road.launch.py", "config/road.yaml", "package.xml", "LICENSE", "NOTICE"):
         assert (share / path).is_file(), path
+    viz_share = ros_install / "nflowjs_perception_viz" / "share" / "nflowjs_perception_viz"
+    assert (viz_share / "rviz" / "road.rviz").is_file()
     executable = ros_install / "nflowjs_perception" / "lib" / "nflowjs_perception"
     assert os.access(executable / "perception_node", os.X_OK)
     index = ros_install / "nflowjs_perception" / "share" / "ament_index" / "resource_index"
     assert (index / "packages" / "nflowjs_perception").is_file()
     load_bundle(share / "demo" / "camvid-ood-360x480")  # launch's default model, hashes checked
+    for package in (PACKAGE, VIZ_PACKAGE):  # a link out of the package breaks vcs/bloom copies
+        for path in package.rglob("*"):
+            if path.is_symlink():
+                assert path.resolve().is_relative_to(package.resolve()), f"{path} leaves {package}"
+
+
+def test_top_level_launch_file_is_the_package_one():
+    """Users look in launch/ at the top; the package holds the file (one file, not two)."""
+    top = REPO / "launch" / "road.launch.py"
+    assert top.is_symlink() and top.resolve() == LAUNCH_FILE.resolve()
+
+
+def test_rviz_is_optional_for_the_node_package():
+    """Headless robots: rviz2 is a dependency of nflowjs_perception_viz only."""
+    depends = {
+        p.name: {e.text for e in ET.parse(p / "package.xml").getroot() if e.tag.endswith("depend")}
+        for p in (PACKAGE, VIZ_PACKAGE)
+    }
+    assert "rviz2" not in depends["nflowjs_perception"]
+    assert {"rviz2", "nflowjs_perception"} <= depends["nflowjs_perception_viz"]
 
 
 def test_package_xml_declares_what_the_code_imports():
@@ -115,10 +139,11 @@ def test_launch_arguments_and_overrides_match_the_node(ros_install):
     assert 'executable="perception_node"' in source
     assert (ros_install / "nflowjs_perception/lib/nflowjs_perception/perception_node").is_file()
     assert '"rviz", "road.rviz"' in source and '"config", "road.yaml"' in source
+    assert 'VIZ_PACKAGE = "nflowjs_perception_viz"' in source
 
 
 def test_rviz_shows_the_camera_and_every_image_output():
-    config = yaml.safe_load((PACKAGE / "rviz" / "road.rviz").read_text())
+    config = yaml.safe_load((VIZ_PACKAGE / "rviz" / "road.rviz").read_text())
     displays = config["Visualization Manager"]["Displays"]
     topics = {d["Topic"]["Value"] for d in displays if d["Class"] == "rviz_default_plugins/Image"}
     arguments = launch_literal("ARGUMENTS")
@@ -201,3 +226,36 @@ def test_readme_documents_every_parameter_and_launch_argument():
     readme = (REPO / "README.md").read_text()
     for name in [spec.name for spec in SPECS] + sorted(LAUNCH_ARGUMENTS):
         assert f"| `{name}` |" in readme, name
+
+
+def test_one_licence_everywhere():
+    """Apache-2.0 in package.xml, setup.py and pyproject; each package carries the same text."""
+    assert "Apache License" in (REPO / "LICENSE").read_text()
+    pyproject = __import__("tomllib").loads((REPO / "pyproject.toml").read_text())["project"]
+    assert pyproject["license"] == "Apache-2.0"
+    for package in (PACKAGE, VIZ_PACKAGE):
+        license_tag = ET.parse(package / "package.xml").getroot().find("license")
+        assert (license_tag.text, license_tag.get("file")) == ("Apache-2.0", "LICENSE")
+        assert 'license="Apache-2.0"' in (package / "setup.py").read_text()
+        assert (package / "LICENSE").read_bytes() == (REPO / "LICENSE").read_bytes(), package
+    # the CamVid demo data's terms travel with the package that ships it
+    assert (PACKAGE / "NOTICE").read_bytes() == (REPO / "NOTICE").read_bytes()
+
+
+def test_walk_through_commands_run_the_package_tools_the_ros_way():
+    """On a ROS install the console scripts are not on PATH: `ros2 run` (or the .venv's copy)."""
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("## LostAndFound walk-through")[1].split("\n## ")[0]
+    scripts = set(__import__("test_docker").console_scripts(PACKAGE / "setup.py"))
+    commands = [
+        line.strip()
+        for block in section.split("```bash")[1:]
+        for line in block.split("```")[0].splitlines()
+        if line.strip()
+    ]
+    assert any(c.startswith("ros2 run nflowjs_perception convert_to_bag") for c in commands)
+    for command in commands:
+        first = command.split()[0]
+        assert first.split("/")[-1] not in scripts or first.startswith(".venv/bin/"), command
+    # every terminal loads the package's Fast DDS profile
+    assert "export FASTDDS_DEFAULT_PROFILES_FILE=$(ros2 pkg prefix nflowjs_perception)" in section

@@ -8,16 +8,13 @@ from setuptools import find_packages, setup
 
 PACKAGE = "nflowjs_perception"
 HERE = Path(__file__).resolve().parent
-# The launch file lives at the repository's top level (launch/), where users look for it;
-# it is installed into this package's share directory like the package's own files.
-LAUNCH_DIR = HERE.parents[2] / "launch"
 
 
 def share(folder: Path, pattern: str) -> list[str]:
     """Files to install, relative to this folder (setuptools refuses absolute data_files)."""
     files = sorted(glob(str(folder / pattern)))
     if not files:
-        raise FileNotFoundError(f"{PACKAGE}: no {pattern} under {folder}: incomplete checkout?")
+        raise FileNotFoundError(f"{PACKAGE}: no {pattern} under {folder}: incomplete copy?")
     return [os.path.relpath(f, HERE) for f in files]
 
 
@@ -35,16 +32,22 @@ setup(
     packages=find_packages(exclude=["test"]),
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
-        (f"share/{PACKAGE}", ["package.xml"]),
-        (f"share/{PACKAGE}/launch", share(LAUNCH_DIR, "*.launch.py")),
-        (f"share/{PACKAGE}/config", share(HERE / "config", "*.yaml")),
-        (f"share/{PACKAGE}/rviz", share(HERE / "rviz", "*.rviz")),
+        (f"share/{PACKAGE}", ["package.xml", "LICENSE", "NOTICE"]),
+        # Everything installed comes from inside this folder, so a copy of the package alone
+        # (vcs import into another workspace, a bloom release) builds.
+        (f"share/{PACKAGE}/launch", share(HERE / "launch", "*.launch.py")),
+        # road.yaml (parameters) and fastdds.xml (the Fast DDS profile every process loads)
+        (
+            f"share/{PACKAGE}/config",
+            share(HERE / "config", "*.yaml") + share(HERE / "config", "*.xml"),
+        ),
         *demo_files(),
     ],
     install_requires=["setuptools"],
     zip_safe=True,
     maintainer="nflowjs-perception maintainers",
     maintainer_email="maintainers@users.noreply.r-seed-c6993f65.example",
+    license="Apache-2.0",  # the code; NOTICE: the CamVid demo data's terms
     description="NFlowJS road-scene segmentation and OOD detection node",
     entry_points={
         "console_scripts": [

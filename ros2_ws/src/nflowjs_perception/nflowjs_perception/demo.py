@@ -33,7 +33,7 @@ from sensor_msgs.msg import Image as ImageMsg
 from nflowjs_perception.bag_tools.evaluate import evaluate_bag, format_table, write_json
 from nflowjs_perception.bag_tools.messages import deserialize, header_stamp_ns, image_array
 from nflowjs_perception.bag_tools.replay import play, record
-from nflowjs_perception.dds import use_single_host_transport
+from nflowjs_perception.dds import use_shipped_profile
 
 NODE = "/perception_node"
 IMAGE, GROUND_TRUTH = "/camera/image_raw", "/ground_truth/ood_mask"
@@ -108,7 +108,7 @@ def run(install: Path, bundle: Path, bag: Path, out: Path) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     # A domain of its own, unless the user chose one: the demo must not meet other ROS graphs.
     os.environ.setdefault("ROS_DOMAIN_ID", str(random.randint(1, 101)))
-    use_single_host_transport()  # 2 MP between processes, all on this host
+    use_shipped_profile()  # the package's Fast DDS profile, as road.launch.py gives the node
     node = start_node(install, bundle, out / "node.log")
     stop = threading.Event()
     recorder = threading.Thread(

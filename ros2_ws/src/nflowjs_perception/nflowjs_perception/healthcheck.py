@@ -19,6 +19,8 @@ from rclpy.context import Context
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from nflowjs_perception import dds
+
 LEVELS = {0: "OK", 1: "WARN", 2: "ERROR", 3: "STALE"}
 
 
@@ -66,6 +68,7 @@ def wait_for_status(topic: str, prefix: str, timeout: float) -> DiagnosticStatus
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    dds.use_shipped_profile()  # the node's transports, unless the user chose others
     status = wait_for_status(args.topic, args.name_prefix, args.timeout)
     if status is None:
         print(

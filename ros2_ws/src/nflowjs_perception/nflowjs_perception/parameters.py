@@ -47,6 +47,8 @@ class Spec:
 
 
 BUNDLE_THRESHOLD = -1.0  # ood_threshold's "use the bundle's" value
+# Per user, like other caches; an engine is specific to the GPU and TensorRT version (its name)
+ENGINE_CACHE_DIR = "~/.cache/nflowjs_perception/engines"
 
 SPECS = (
     Spec(
@@ -67,10 +69,14 @@ SPECS = (
         "'' for the backend's default (TensorRT: cuda, others: cpu), cpu or cuda",
         choices=("", "cpu", "cuda"),
     ),
-    Spec("engine_cache_dir", "", "folder for TensorRT engines built on this machine ('' none)"),
+    Spec(
+        "engine_cache_dir",
+        ENGINE_CACHE_DIR,
+        "folder for TensorRT engines built on this machine ('~' expanded; '' none)",
+    ),
     Spec(
         "build_engine_if_missing",
-        False,
+        True,  # the first start on a GPU builds the engine (minutes), later starts load it
         "TensorRT: build an fp16 engine into engine_cache_dir when none fits this GPU",
     ),
     Spec(
@@ -168,7 +174,12 @@ def check(name: str, value) -> str | None:
             return "model is empty: set it to a bundle folder (model:=/path/to/bundle)"
         if not Path(value).is_dir():
             return f"model = {value!r} is not a folder; give the bundle folder's path"
-    if name == "engine_cache_dir" and value and Path(value).exists() and not Path(value).is_dir():
+    if (
+        name == "engine_cache_dir"
+        and value
+        and (cache := Path(value).expanduser()).exists()
+        and not cache.is_dir()
+    ):
         return f"engine_cache_dir = {value!r} exists and is not a folder"
     return None
 

@@ -29,7 +29,7 @@ from rclpy.signals import SignalHandlerOptions
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
-from nflowjs_perception.dds import transport_warning
+from nflowjs_perception.dds import transport_warning, use_shipped_profile
 from nflowjs_perception.image_messages import (
     FrameError,
     OutputImage,
@@ -356,7 +356,7 @@ class PerceptionNode(LifecycleNode):
         s = self.settings
         if s["backend"] not in ("auto", "tensorrt"):
             return {}
-        cache = Path(s["engine_cache_dir"]) if s["engine_cache_dir"] else None
+        cache = Path(s["engine_cache_dir"]).expanduser() if s["engine_cache_dir"] else None
         return {
             "engine_cache_dir": cache,
             "build_if_missing": s["build_engine_if_missing"],
@@ -680,6 +680,7 @@ def main(args=None) -> int:
     # publishing (RCLError "publisher's context is invalid"), and Python's turns Ctrl-C into a
     # KeyboardInterrupt wherever the main thread is. Ours only ask the spin loop to stop; the
     # worker is joined, the node destroyed, and only then the context shut down.
+    use_shipped_profile()  # `ros2 run` too, not only the launch file; a user's choice is kept
     rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
     stop = threading.Event()
     for signum in (signal.SIGINT, signal.SIGTERM):

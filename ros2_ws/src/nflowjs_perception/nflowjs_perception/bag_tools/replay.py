@@ -47,7 +47,7 @@ from nflowjs_perception.bag_tools.messages import IMAGE_TOPIC
 from nflowjs_perception.bag_tools.player import PlayStats, play
 from nflowjs_perception.bag_tools.recorder import DEFAULT_QUEUE_DEPTH, RecordStats, record
 from nflowjs_perception.bag_tools.ros_node import log_stderr
-from nflowjs_perception.dds import transport_warning
+from nflowjs_perception.dds import transport_warning, use_shipped_profile
 
 __all__ = ["PlayStats", "RecordStats", "main", "play", "play_main", "record", "record_main"]
 
@@ -141,6 +141,7 @@ def _record_report(stats: RecordStats) -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    use_shipped_profile()  # 2 MP frames between processes; a user's choice is kept
     warning = transport_warning()
     if warning:
         log_stderr(f"{args.command}: warning: {warning}")
