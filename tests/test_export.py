@@ -95,7 +95,7 @@ def test_bundle_json_describes_the_model(bundle, checkpoint):
     assert [c.name for c in b.classes] == CLASSES and b.unknown_id == 4
     assert b.drivable_class_ids == [2]  # road
     assert b.classes[2].color == (128, 64, 128)  # the dataset palette's road colour
-    assert set(b.files) == {"model.onnx", "model.pt"} and len(b.checkpoint_sha256) == 64
+    assert set(b.files) == {"model.onnx", "model.pt2"} and len(b.checkpoint_sha256) == 64
     assert not any(p.name.startswith(".") for p in bundle.parent.iterdir())  # no staging left
 
 
@@ -155,6 +155,64 @@ def test_torch_backend_agrees_with_onnxruntime(bundle):
     torch_out = open_backend(bundle, "torch", "cpu").infer(frame)
     assert (ort_out[0] == torch_out[0]).mean() >= 0.999
     assert np.abs(ort_out[1] - torch_out[1]).max() <= 1e-3
+
+
+def test_torch_backend_runs_the_exported_program_without_training_code(bundle):
+    """The runtime (nflowjs_perception) in a fresh interpreter where the training package and
+    the exporter cannot be imported: every runtime module imports, and the torch backend runs
+    the bundle's model.pt2 and agrees with ONNX Runtime."""
+    import subprocess
+    import sys
+
+    script = f"""
+import importlib, pkgutil, sys
+import numpy as np
+sys.modules["nflowjs"] = None  # None in sys.modules: any import of it raises ImportError
+sys.modules["nflowjs_export"] = None
+import nflowjs_perception
+for module in pkgutil.walk_packages(nflowjs_perception.__path__, "nflowjs_perception."):
+    importlib.import_module(module.name)
+from nflowjs_perception.backends import open_backend
+frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+onnx_out = open_backend({str(bundle)!r}, "onnxruntime").infer(frame)
+assert "torch" not in sys.modules, "the ONNX Runtime path loaded torch"
+torch_out = open_backend({str(bundle)!r}, "torch", "cpu").infer(frame)
+assert (onnx_out[0] == torch_out[0]).mean() >= 0.999
+assert np.abs(onnx_out[1] - torch_out[1]).max() <= 1e-3
+assert torch_out[1].dtype == np.float32 and torch_out[0].dtype == np.uint8
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_runtime_modules_never_import_the_training_side():
+    """Static check of the one-way import: the runtime's sources name neither package. The one
+    exception is the offline bag scorer (evaluate_bag), which imports nflowjs.metrics lazily so
+    that its AP / FPR95 are those of `nflowjs evaluate`; it says so and is not part of the node."""
+    import ast
+
+    runtime = Path(__file__).resolve().parents[1] / "ros2_ws/src/nflowjs_perception"
+    for source in (runtime / "nflowjs_perception").rglob("*.py"):
+        if source.relative_to(runtime).as_posix() == "nflowjs_perception/bag_tools/evaluate.py":
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in ("nflowjs", "nflowjs_export"), (source, name)
+
+
+def test_torch_backend_without_its_program_says_how_to_get_one(checkpoint, tmp_path):
+    folder = export_onnx(checkpoint, tmp_path / "b", 64, 64, 0.6, torch_model=False)
+    assert set(load_bundle(folder).files) == {"model.onnx"}
+    with pytest.raises(BundleError, match=r"no model.pt2 .* without --no-torch-model"):
+        open_backend(folder, "torch", "cpu")
 
 
 def test_wrong_frame_is_explained(bundle):

@@ -16,7 +16,7 @@ from PIL import Image
 
 from nflowjs.errors import MissingDependency
 from nflowjs_export.bundle import add_bundle_file
-from nflowjs_perception.backends import TORCH_CHECKPOINT
+from nflowjs_perception.backends import TORCH_PROGRAM
 from nflowjs_perception.bundle import load_bundle
 from nflowjs_perception.tensorrt_engine import (
     INSTALL_HINT,
@@ -135,26 +135,25 @@ def build_engine(
 
 
 def build_with_torch_tensorrt(bundle_dir: str | Path, precision: str = "fp16") -> Path:
-    """The alternative path: torch-tensorrt compiles the bundle's torch model (``model.pt``)."""
+    """The alternative path: torch-tensorrt compiles the bundle's torch program (``model.pt2``)."""
     try:
         import torch
         import torch_tensorrt
     except ImportError as error:
         hint = INSTALL_HINT.replace("`tensorrt`", "`torch-tensorrt`")
         raise TensorRTUnavailable(f"{hint}, then run this again") from error
-    from nflowjs.checkpoint import load_checkpoint
-    from nflowjs_export.onnx_export import frame_model
-
     bundle_dir = Path(bundle_dir)
     bundle = load_bundle(bundle_dir)
-    payload = load_checkpoint(bundle_dir / TORCH_CHECKPOINT)
-    model = frame_model(payload, bundle.temperature, bundle.ood_threshold, bundle.score_dtype)
+    from torch.export.passes import move_to_device_pass
+
+    program = torch.export.load(str(bundle_dir / TORCH_PROGRAM))  # traced in eval mode
+    model = move_to_device_pass(program, "cuda").module()
     example = torch.zeros(1, bundle.height, bundle.width, 3, dtype=torch.uint8, device="cuda")
     precisions = {"fp32": {torch.float32}, "fp16": {torch.float16, torch.float32}}
     if precision not in precisions:
         raise ValueError(f"--via torch-tensorrt supports {sorted(precisions)}, not {precision!r}")
     compiled = torch_tensorrt.compile(
-        model.cuda().eval(), ir="dynamo", inputs=[example], enabled_precisions=precisions[precision]
+        model, ir="dynamo", inputs=[example], enabled_precisions=precisions[precision]
     )
     name = engine_file_name(precision, torch.cuda.get_device_name(0), torch_tensorrt.__version__)
     name = name.replace(".engine", ".torchtrt.ep")

@@ -3,8 +3,9 @@
 ``rgb`` is at the bundle's size (any size for a dynamic-size bundle); outputs are HxW (labels
 uint8, score float32/float16, mask uint8). ONNX Runtime is the CPU default; TensorRT runs an
 engine built for this GPU (torch CUDA tensors serve as its I/O buffers); torch runs the bundle's
-inference checkpoint (``model.pt``) and needs the training package ``nflowjs``. torch and
-TensorRT are imported only when chosen: an ONNX Runtime node never loads them.
+``torch.export`` program (``model.pt2``). Nothing here imports the training package
+(``nflowjs``) or the exporter (``nflowjs_export``): they import the runtime, never the other way.
+torch and TensorRT are imported only when chosen: an ONNX Runtime node never loads them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from nflowjs_perception.tensorrt_engine import (
     import_tensorrt,
 )
 
-TORCH_CHECKPOINT = "model.pt"
+TORCH_PROGRAM = "model.pt2"  # torch.export program, for the torch backend
 BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch")
 
 
@@ -73,37 +74,39 @@ class OnnxRuntimeBackend:
 
 
 class TorchBackend:
-    """The same graph in PyTorch; on CUDA in float16 and channels_last (the measured GPU path)."""
+    """The bundle's ``torch.export`` program (``model.pt2``); on CUDA under fp16 autocast.
+
+    Loading it needs torch only, not this repository's training code: the program is the graph
+    the exporter traced, weights included.
+    """
 
     name = "torch"
 
     def __init__(self, folder: Path, bundle: Bundle, device: str = "cpu"):
         try:
             import torch
-
-            from nflowjs.checkpoint import load_checkpoint
-            from nflowjs_export.onnx_export import frame_model
         except ImportError as error:
             raise BundleError(
-                f"the torch backend needs torch and this repository's Python package ({error}); "
-                "`pip install .` in the repository, or choose backend onnxruntime"
+                f"the torch backend needs torch ({error}): pip install torch, or choose backend "
+                "onnxruntime"
             ) from error
 
-        path = folder / TORCH_CHECKPOINT
+        path = folder / TORCH_PROGRAM
         if not path.is_file():
             raise BundleError(
-                f"{folder} has no {TORCH_CHECKPOINT}: re-export it for the torch backend"
+                f"{folder} has no {TORCH_PROGRAM} (the torch backend's program): export the "
+                "bundle again without --no-torch-model, or choose backend onnxruntime"
             )
-        payload = load_checkpoint(path)
-        self.bundle, self.device = bundle, device
-        fixed = (bundle.height, bundle.width) if bundle.dynamic_size else None
-        model = frame_model(
-            payload, bundle.temperature, bundle.ood_threshold, bundle.score_dtype, fixed
-        )
-        self.model = model.to(device).eval()
-        if device == "cuda":
-            self.model.head.segmenter.half().to(memory_format=torch.channels_last)
-        self.torch = torch
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BundleError("the torch backend on cuda needs a CUDA GPU and none is visible")
+        program = torch.export.load(str(path))
+        if device != "cpu":  # parameters, constants and device arguments of the graph's ops
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        self.model = program.module()
+        self.bundle, self.device, self.torch = bundle, device, torch
+        self.score_dtype = getattr(np, bundle.score_dtype)
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
@@ -114,7 +117,8 @@ class TorchBackend:
         ):
             frame = torch.from_numpy(rgb)[None].to(self.device, non_blocking=True)
             labels, score, mask = self.model(frame)
-        return labels[0].cpu().numpy(), score[0].cpu().numpy(), mask[0].cpu().numpy()
+        score = score[0].float().cpu().numpy().astype(self.score_dtype, copy=False)
+        return labels[0].cpu().numpy(), score, mask[0].cpu().numpy()
 
 
 def find_or_build_engine(
