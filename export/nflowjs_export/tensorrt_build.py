@@ -18,6 +18,7 @@ from nflowjs.errors import MissingDependency
 from nflowjs_export.bundle import add_bundle_file
 from nflowjs_perception.backends import TORCH_PROGRAM
 from nflowjs_perception.bundle import load_bundle
+from nflowjs_perception.cuda_buffers import CudaRuntime
 from nflowjs_perception.tensorrt_engine import (
     INSTALL_HINT,
     PRECISIONS,
@@ -112,6 +113,7 @@ def build_engine(
         trt = import_tensorrt()
     except RuntimeUnavailable as error:
         raise TensorRTUnavailable(f"{INSTALL_HINT}, then run this again") from error
+    gpu = CudaRuntime().device_name()  # the name the runtime looks the engine up by
     calibrator = None
     if precision == "int8":
         batches = CalibrationImages(calibration_dir, bundle.height, bundle.width)
@@ -124,9 +126,7 @@ def build_engine(
         calibrator,
         Path(timing_cache) if timing_cache else None,
     )
-    import torch
-
-    name = engine_file_name(precision, torch.cuda.get_device_name(0), trt.__version__)
+    name = engine_file_name(precision, gpu, trt.__version__)
     with tempfile.TemporaryDirectory() as tmp:
         engine = Path(tmp) / name
         engine.write_bytes(serialized)

@@ -2,7 +2,7 @@
 
 ``rgb`` is at the bundle's size (any size for a dynamic-size bundle); outputs are HxW (labels
 uint8, score float32/float16, mask uint8). ONNX Runtime is the CPU default; TensorRT runs an
-engine built for this GPU (torch CUDA tensors serve as its I/O buffers); torch runs the bundle's
+engine built for this GPU (its I/O buffers from cuda-python, no torch); torch runs the bundle's
 ``torch.export`` program (``model.pt2``). Nothing here imports the training package
 (``nflowjs``) or the exporter (``nflowjs_export``): they import the runtime, never the other way.
 torch and TensorRT are imported only when chosen: an ONNX Runtime node never loads them.
@@ -18,6 +18,7 @@ from typing import Protocol
 import numpy as np
 
 from nflowjs_perception.bundle import Bundle, BundleError, load_bundle
+from nflowjs_perception.cuda_buffers import CudaRuntime, FrameBuffers
 from nflowjs_perception.tensorrt_engine import (
     TensorRTUnavailable,
     build_serialized_engine,
@@ -160,7 +161,16 @@ def find_or_build_engine(
 
 
 class TensorRTBackend:
+    """An engine for this GPU, its I/O in CUDA buffers from cuda-python (no torch).
+
+    Per frame: the frame is copied into a page-locked buffer, one host-to-device copy, the
+    engine, one device-to-host copy per output, all on one stream. Buffers are allocated once
+    per input size (again only when a dynamic bundle's size changes). The returned arrays are
+    views of the page-locked buffers: valid until the next ``infer``.
+    """
+
     name = "tensorrt"
+    OUTPUTS = ("labels", "score", "ood_mask")
 
     def __init__(
         self,
@@ -170,16 +180,14 @@ class TensorRTBackend:
         precision: str | None = None,
         engine_cache_dir: Path | None = None,
         build_if_missing: bool = False,
+        cuda: CudaRuntime | None = None,
     ):
         trt = import_tensorrt()
-        import torch
-
-        if not torch.cuda.is_available():
-            raise TensorRTUnavailable("TensorRT needs a CUDA GPU and none is visible")
+        self.cuda = cuda or CudaRuntime()  # names what is missing: cuda-python or a GPU
         engine_path = find_or_build_engine(
             folder,
             bundle,
-            torch.cuda.get_device_name(0),
+            self.cuda.device_name(),
             trt.__version__,
             precision,
             engine_cache_dir,
@@ -190,31 +198,38 @@ class TensorRTBackend:
         if self.engine is None:
             raise BundleError(f"{engine_path} could not be loaded; delete it and build it again")
         self.context = self.engine.create_execution_context()
-        self.bundle, self.device, self.torch = bundle, device, torch
-        self.stream = torch.cuda.Stream()
+        self.bundle, self.device, self.engine_path = bundle, device, engine_path
+        self.stream = self.cuda.create_stream()
+        self.buffers: FrameBuffers | None = None
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
-        torch = self.torch
-        with torch.cuda.stream(self.stream):  # copies and the engine share one stream
-            return self._run(torch.from_numpy(rgb)[None].cuda(non_blocking=True), rgb.shape[:2])
+        buffers = self._buffers_for(*rgb.shape[:2])
+        np.copyto(buffers.host["rgb"][0], rgb)
+        self.cuda.to_device(buffers.device["rgb"], buffers.host["rgb"], self.stream)
+        if not self.context.execute_async_v3(self.stream):
+            raise RuntimeError("TensorRT could not enqueue the engine; see its log above")
+        for name in self.OUTPUTS:
+            self.cuda.to_host(buffers.host[name], buffers.device[name], self.stream)
+        self.cuda.synchronize(self.stream)
+        return tuple(buffers.host[name][0] for name in self.OUTPUTS)
 
-    def _run(self, frame, size):
-        torch = self.torch
-        self.context.set_input_shape("rgb", tuple(frame.shape))
-        self.context.set_tensor_address("rgb", frame.data_ptr())
-        h, w = size
-        score_dtype = getattr(torch, self.bundle.score_dtype)
-        outputs = {
-            "labels": torch.empty(1, h, w, dtype=torch.uint8, device="cuda"),
-            "score": torch.empty(1, h, w, dtype=score_dtype, device="cuda"),
-            "ood_mask": torch.empty(1, h, w, dtype=torch.uint8, device="cuda"),
-        }
-        for name, tensor in outputs.items():
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        self.context.execute_async_v3(self.stream.cuda_stream)
-        self.stream.synchronize()
-        return tuple(outputs[n][0].cpu().numpy() for n in ("labels", "score", "ood_mask"))
+    def _buffers_for(self, height: int, width: int) -> FrameBuffers:
+        if self.buffers is not None and self.buffers.size == (height, width):
+            return self.buffers
+        if self.buffers is not None:
+            self.buffers.free()
+            self.buffers = None
+        self.buffers = FrameBuffers(self.cuda, height, width, self.bundle.score_dtype)
+        self.context.set_input_shape("rgb", (1, height, width, 3))
+        for name, pointer in self.buffers.device.items():
+            self.context.set_tensor_address(name, pointer)
+        return self.buffers
+
+    def close(self) -> None:
+        if self.buffers is not None:
+            self.buffers.free()
+            self.buffers = None
 
 
 def open_backend(
