@@ -34,13 +34,12 @@ SMALL = LDNConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def small_checkpoint(path: Path) -> Path:
+    """A checkpoint of the SMALL network with random weights (4 classes)."""
     torch.manual_seed(0)
     model = LadderDenseNet(SMALL).eval()
     with torch.no_grad():  # make the classifier decisive enough for a non-trivial mask
         model.classifier.conv.weight.mul_(20)
-    path = tmp_path_factory.mktemp("ck") / "model.pt"
     save_checkpoint(
         path,
         {
@@ -52,6 +51,11 @@ def checkpoint(tmp_path_factory) -> Path:
         },
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("ck") / "model.pt")
 
 
 @pytest.fixture(scope="module")
