@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Protocol
 
@@ -58,15 +59,21 @@ class OnnxRuntimeBackend:
         providers = ["CPUExecutionProvider"]
         if device == "cuda":
             providers.insert(0, "CUDAExecutionProvider")
-        self.bundle, self.device = bundle, device
+        self.bundle, self.requested_device = bundle, device
         path = folder / bundle.model_file
         try:
-            self.session = ort.InferenceSession(str(path), providers=providers)
+            with warnings.catch_warnings():  # a missing provider: reported below, not as this
+                warnings.simplefilter("ignore", UserWarning)
+                self.session = ort.InferenceSession(str(path), providers=providers)
         except Exception as error:  # ONNX Runtime's own error types derive from Exception
             raise BundleError(
                 f"ONNX Runtime {ort.__version__} cannot load {path} ({error}); re-export the "
                 "bundle with this repository's exporter, or update onnxruntime"
             ) from error
+        # ONNX Runtime falls back to the CPU without an error when the CUDA provider is missing
+        # or fails to load: the device is the provider the session really got.
+        self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
@@ -235,27 +242,65 @@ class TensorRTBackend:
 def open_backend(
     folder: str | Path, kind: str = "auto", device: str | None = None, **tensorrt_options
 ) -> Backend:
-    """A backend for the bundle in ``folder``; ``auto`` prefers TensorRT, then ONNX Runtime.
+    """A backend for the bundle in ``folder``.
 
-    ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing) go to TensorRT only.
-    With ``auto`` the returned backend's ``fallback_reason`` says why TensorRT was not used.
+    ``auto`` tries TensorRT, then ONNX Runtime's CUDA provider, then ONNX Runtime on the CPU,
+    and logs why each step was passed over; the returned backend's ``fallback_reason`` says the
+    same. ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing) go to TensorRT.
     """
     if kind not in BACKEND_NAMES:
         raise ValueError(f"backend {kind!r}: choose one of {', '.join(BACKEND_NAMES)}")
     folder = Path(folder)
     bundle = load_bundle(folder)
     if kind == "auto":
-        reason = "device is cpu"
-        if device != "cpu":
-            try:
-                return TensorRTBackend(folder, bundle, **tensorrt_options)
-            except (TensorRTUnavailable, BundleError, RuntimeError, ImportError) as error:
-                reason = str(error)
-        backend = OnnxRuntimeBackend(folder, bundle, device)
-        backend.fallback_reason = f"TensorRT not used: {reason}"
-        return backend
+        return _auto(folder, bundle, device, tensorrt_options)
     if kind == "tensorrt":
         return TensorRTBackend(folder, bundle, device or "cuda", **tensorrt_options)
     if kind == "onnxruntime":
         return OnnxRuntimeBackend(folder, bundle, device)
     return TorchBackend(folder, bundle, device or "cpu")
+
+
+def _auto(folder: Path, bundle: Bundle, device: str | None, tensorrt_options: dict) -> Backend:
+    import logging  # only auto logs: its choice is not obvious from the arguments
+
+    log = logging.getLogger(__name__)
+    if device == "cpu":
+        reasons = ["TensorRT and ONNX Runtime CUDA not used: device is cpu"]
+    else:
+        try:
+            backend = TensorRTBackend(folder, bundle, **tensorrt_options)
+            log.info("backend auto: TensorRT, engine %s", backend.engine_path.name)
+            return backend
+        except (TensorRTUnavailable, BundleError, RuntimeError, ImportError) as error:
+            reasons = [f"TensorRT not used: {error}"]
+            log.info("backend auto: %s", reasons[-1])
+        reason = _onnxruntime_cuda_missing()
+        if reason is None:
+            backend = OnnxRuntimeBackend(folder, bundle, "cuda")
+            if backend.device == "cuda":
+                backend.fallback_reason = reasons[0]
+                log.info("backend auto: ONNX Runtime on %s", backend.provider)
+                return backend
+            reason = (
+                f"its CUDA provider did not load, the session got {backend.provider} (is a GPU "
+                "visible, and are CUDA and cuDNN libraries that match onnxruntime-gpu installed?)"
+            )
+        reasons.append(f"ONNX Runtime CUDA not used: {reason}")
+        log.info("backend auto: %s", reasons[-1])
+    backend = OnnxRuntimeBackend(folder, bundle, "cpu")
+    backend.fallback_reason = "; ".join(reasons)
+    log.info("backend auto: ONNX Runtime on %s", backend.provider)
+    return backend
+
+
+def _onnxruntime_cuda_missing() -> str | None:
+    """Why this ONNX Runtime cannot use CUDA at all, or None if its build has the provider."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return None
+    return (
+        f"this onnxruntime {ort.__version__} has no CUDA provider (pip uninstall onnxruntime "
+        "&& pip install onnxruntime-gpu)"
+    )
