@@ -15,7 +15,8 @@ from nflowjs.cli import main
 from nflowjs.networks import LadderDenseNet, LDNConfig
 from nflowjs_export.bench import bench, format_table
 from nflowjs_export.onnx_export import export_onnx, onnx_parity
-from nflowjs_export.tensorrt_build import CalibrationImages, engine_file_name
+from nflowjs_export.quantize import CalibrationImages
+from nflowjs_export.tensorrt_build import engine_file_name
 from nflowjs_perception.backends import open_backend
 from nflowjs_perception.bundle import BundleError, load_bundle
 
@@ -240,15 +241,59 @@ def test_engine_names_carry_precision_gpu_and_version():
     assert name == "model.fp16.nvidia-h100-80gb-hbm3.trt10.3.engine"
 
 
-def test_calibration_batches(tmp_path):
-    for i in range(5):
-        Image.fromarray(np.full((30, 40, 3), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
-    batches = CalibrationImages(tmp_path, height=24, width=32, batch_size=2)
-    shapes = [b.shape for b in batches]
-    assert len(batches) == 2 and shapes == [(2, 24, 32, 3)] * 2  # the odd image is dropped
-    assert next(iter(batches)).dtype == np.uint8
+def test_calibration_frames_are_spread_over_the_folder(tmp_path):
+    for i in range(10):
+        Image.fromarray(np.full((30, 40, 3), i * 20, np.uint8)).save(tmp_path / f"{i:02d}.png")
+    frames = CalibrationImages(tmp_path, height=24, width=32, limit=4)
+    assert [p.name for p in frames.files] == ["00.png", "02.png", "04.png", "06.png"]
+    batch = frames.load()
+    assert batch.shape == (4, 24, 32, 3) and batch.dtype == np.uint8
     with pytest.raises(FileNotFoundError, match="no calibration images"):
         CalibrationImages(tmp_path / "empty", 24, 32)
+
+
+def calibration_folder(folder: Path, n: int = 4) -> Path:
+    folder.mkdir()
+    for i, frame in enumerate(frames(n)):
+        Image.fromarray(frame).save(folder / f"{i}.png")
+    return folder
+
+
+def test_int8_export_adds_a_qdq_graph_that_onnxruntime_runs(bundle, tmp_path, capsys):
+    """nvidia-modelopt's ONNX PTQ, for real, on the CPU; the head stays unquantised."""
+    pytest.importorskip("modelopt.onnx.quantization", exc_type=ImportError)
+    from nflowjs_export.quantize import head_node_names
+
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    images = calibration_folder(tmp_path / "frames")
+    main(["export", "int8", "--bundle", str(copy), "--calibration-images", str(images)])
+    assert "model.int8.onnx" in capsys.readouterr().out
+    assert "model.int8.onnx" in load_bundle(copy).files  # hashed into bundle.json
+    graph = onnx.load(str(copy / "model.int8.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("QuantizeLinear") >= 10 and ops.count("DequantizeLinear") >= 10
+    head = set(head_node_names(graph))
+    head_inputs = {i for n in graph.graph.node if n.name in head for i in n.input}
+    quantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert head and not head_inputs & quantized  # no Q/DQ inside the head
+    int8 = open_backend(copy, "onnxruntime", precision="int8")
+    assert int8.bundle.model_file == "model.int8.onnx" and int8.bundle.precision == "int8"
+    fp32 = open_backend(copy, "onnxruntime")
+    for frame in frames(2):
+        labels, score, _ = int8.infer(frame)
+        ref_labels, ref_score, _ = fp32.infer(frame)
+        assert labels.dtype == np.uint8 and score.dtype == np.float32
+        assert (labels == ref_labels).mean() > 0.8  # 8-bit, random weights: close, not equal
+        assert np.abs(score - ref_score).mean() < 0.1
+
+
+def test_int8_graph_missing_is_named_with_the_command(bundle):
+    from nflowjs_export.tensorrt_build import build_engine
+
+    with pytest.raises(BundleError, match=r"no model\.int8\.onnx: run `nflowjs export int8"):
+        open_backend(bundle, "onnxruntime", precision="int8")
+    with pytest.raises(ValueError, match=r"no model\.int8\.onnx: run `nflowjs export int8"):
+        build_engine(bundle, "int8")
 
 
 def test_tensorrt_export_without_tensorrt_says_what_to_install(bundle, capsys):
@@ -263,11 +308,15 @@ def test_tensorrt_export_without_tensorrt_says_what_to_install(bundle, capsys):
     assert "install NVIDIA's `tensorrt`" in capsys.readouterr().err
 
 
+def test_calibration_images_moved_to_export_int8(bundle, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "tensorrt", "--bundle", str(bundle), "--calibration-images", "x"])
+    assert "belongs to `nflowjs export int8`" in capsys.readouterr().err
+
+
 def test_tensorrt_arguments_are_checked_before_tensorrt_is_needed(bundle, tmp_path):
     from nflowjs_export.tensorrt_build import build_engine
 
-    with pytest.raises(ValueError, match="INT8 needs --calibration-images"):
-        build_engine(bundle, "int8")
     with pytest.raises(ValueError, match="use fp32, fp16 or int8"):
         build_engine(bundle, "bf16")
     with pytest.raises(BundleError, match="not found"):
@@ -411,6 +460,7 @@ def test_tensorrt_engine_build_and_parity(bundle, tmp_path):
     build_engine(copy, "fp16")
     row = bench(copy, "tensorrt", iterations=20)
     assert row["label_agreement"] >= 0.99
+    assert row["score_max_abs_error"] <= 1e-3  # the head pinned to fp32
 
 
 def test_the_shipped_demo_bundle_is_the_shipped_checkpoint_exported():

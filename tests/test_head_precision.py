@@ -9,6 +9,7 @@ installed here): one fake layer per ONNX node, as TensorRT's ONNX parser makes t
 
 from __future__ import annotations
 
+import sys
 import types
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from nflowjs.checkpoint import load_checkpoint
 from nflowjs.scores import jsd_ood_score
 from nflowjs_export.onnx_export import export_onnx, frame_model
 from nflowjs_perception.backends import open_backend
-from nflowjs_perception.tensorrt_engine import keep_head_in_fp32
+from nflowjs_perception.tensorrt_engine import build_serialized_engine, keep_head_in_fp32
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = 1e-3  # bundle score vs torch fp32
@@ -172,3 +173,74 @@ def test_a_graph_without_an_arg_max_is_refused():
     network = types.SimpleNamespace(num_layers=0, get_layer=lambda i: None)
     with pytest.raises(RuntimeError, match="one arg-max"):
         keep_head_in_fp32(network, FAKE_TRT)
+
+
+class FakeBuilderTensorRT(types.SimpleNamespace):
+    """The `tensorrt` module surface build_serialized_engine uses; its parser makes a
+    FakeNetwork of the real ONNX file, so the head pinning runs on the real graph."""
+
+    def __init__(self):
+        config = types.SimpleNamespace(flags=set(), calibrator="never set")
+        config.set_memory_pool_limit = lambda pool, size: None
+        config.set_flag = config.flags.add
+        config.create_timing_cache = lambda data: b"cache"
+        config.set_timing_cache = lambda cache, ignore_mismatch: None
+        built = {}
+
+        class Parser:
+            num_errors = 0
+
+            def __init__(self, network, logger):
+                self.network = network
+
+            def parse(self, data):
+                self.network.__dict__.update(FakeNetwork(onnx.load_from_string(data)).__dict__)
+                built["network"] = self.network
+                return True
+
+        class Builder:
+            def __init__(self, logger):
+                pass
+
+            def create_network(self, flags):
+                return FakeNetwork.__new__(FakeNetwork)
+
+            def create_builder_config(self):
+                return config
+
+            def build_serialized_network(self, network, config):
+                return b"engine"
+
+        super().__init__(
+            **vars(FAKE_TRT),
+            Logger=type("Logger", (), {"WARNING": 2, "__init__": lambda self, level: None}),
+            Builder=Builder,
+            OnnxParser=Parser,
+            MemoryPoolType=types.SimpleNamespace(WORKSPACE="workspace"),
+            BuilderFlag=types.SimpleNamespace(
+                FP16="FP16", INT8="INT8", OBEY_PRECISION_CONSTRAINTS="OBEY"
+            ),
+            config=config,
+            built=built,
+        )
+
+
+@pytest.mark.parametrize(
+    ("precision", "flags", "pinned"),
+    [
+        ("fp32", set(), False),
+        ("fp16", {"FP16", "OBEY"}, True),
+        ("int8", {"FP16", "INT8", "OBEY"}, True),
+    ],
+)
+def test_engine_flags_per_precision(tmp_path, monkeypatch, precision, flags, pinned):
+    """fp16 / int8: the head pinned and OBEY_PRECISION_CONSTRAINTS set; no INT8 calibrator."""
+    from test_export import small_checkpoint
+
+    trt = FakeBuilderTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    bundle = export_onnx(small_checkpoint(tmp_path / "m.pt"), tmp_path / "b", 64, 64, 0.6)
+    assert build_serialized_engine(bundle / "model.onnx", precision) == b"engine"
+    assert trt.config.flags == flags and trt.config.calibrator == "never set"
+    softmax = next(layer for layer in trt.built["network"].layers if layer.op == "LogSoftmax")
+    assert (softmax.precision == FLOAT) is pinned

@@ -253,3 +253,15 @@ def test_missing_engine_names_the_gpu_and_the_fix(engine_bundle, tmp_path):
         backends.TensorRTBackend(
             DEMO, load_bundle(DEMO), engine_cache_dir=tmp_path, cuda=CudaRuntime(FakeCudart())
         )
+
+
+def test_a_first_start_int8_build_needs_the_qdq_graph(tmp_path, monkeypatch):
+    """An INT8 engine is built from model.int8.onnx; without it the error says how to get it."""
+    bundle = load_bundle(DEMO)
+    built = []
+    monkeypatch.setattr(backends, "build_serialized_engine", lambda *a: built.append(a))
+    with pytest.raises(backends.BundleError, match="nflowjs export int8"):
+        backends.find_or_build_engine(
+            DEMO, bundle, "NVIDIA H200", "10.13.0.35", "int8", tmp_path, True
+        )
+    assert built == []

@@ -10,6 +10,7 @@ torch and TensorRT are imported only when chosen: an ONNX Runtime node never loa
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import warnings
@@ -21,10 +22,12 @@ import numpy as np
 from nflowjs_perception.bundle import Bundle, BundleError, load_bundle
 from nflowjs_perception.cuda_buffers import CudaRuntime, FrameBuffers
 from nflowjs_perception.tensorrt_engine import (
+    INT8_MODEL,
     TensorRTUnavailable,
     build_serialized_engine,
     engine_file_name,
     import_tensorrt,
+    onnx_file_for,
 )
 
 TORCH_PROGRAM = "model.pt2"  # torch.export program, for the torch backend
@@ -159,7 +162,13 @@ def find_or_build_engine(
     built = precision or "fp16"
     target = engine_cache_dir / engine_file_name(built, gpu_name, tensorrt_version)
     size = (bundle.height, bundle.width) if bundle.dynamic_size else None
-    engine = build_serialized_engine(folder / bundle.model_file, built, size)
+    source = onnx_file_for(built, bundle.model_file)
+    if source not in bundle.files:
+        raise BundleError(
+            f"{folder} has no {source} to build an {built} engine from: run `nflowjs export int8 "
+            "--bundle ... --calibration-images DIR` first, or choose precision fp16"
+        )
+    engine = build_serialized_engine(folder / source, built, size)
     engine_cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=engine_cache_dir, delete=False) as tmp:
         tmp.write(engine)  # renamed into place: a crash never leaves half an engine
@@ -257,8 +266,20 @@ def open_backend(
     if kind == "tensorrt":
         return TensorRTBackend(folder, bundle, device or "cuda", **tensorrt_options)
     if kind == "onnxruntime":
+        if tensorrt_options.get("precision") == "int8":
+            bundle = int8_graph(folder, bundle)
         return OnnxRuntimeBackend(folder, bundle, device)
     return TorchBackend(folder, bundle, device or "cpu")
+
+
+def int8_graph(folder: Path, bundle: Bundle) -> Bundle:
+    """The bundle as ONNX Runtime sees it with precision int8: its Q/DQ graph as model_file."""
+    if INT8_MODEL not in bundle.files:
+        raise BundleError(
+            f"{folder} has no {INT8_MODEL}: run `nflowjs export int8 --bundle {folder} "
+            "--calibration-images DIR`, or leave precision unset for the fp32 graph"
+        )
+    return dataclasses.replace(bundle, model_file=INT8_MODEL, precision="int8")
 
 
 def _auto(folder: Path, bundle: Bundle, device: str | None, tensorrt_options: dict) -> Backend:

@@ -16,6 +16,12 @@ INSTALL_HINT = (
     "tensorrt, CUDA GPU required) or use the Docker runtime image"
 )
 PRECISIONS = ("fp32", "fp16", "int8")
+INT8_MODEL = "model.int8.onnx"  # the Q/DQ graph INT8 engines are built from
+
+
+def onnx_file_for(precision: str, model_file: str) -> str:
+    """The bundle's graph an engine of ``precision`` is built from."""
+    return INT8_MODEL if precision == "int8" else model_file
 
 
 class TensorRTUnavailable(RuntimeError):
@@ -85,14 +91,15 @@ def build_serialized_engine(
     precision: str = "fp16",
     input_size: tuple[int, int] | None = None,
     workspace_gib: float = 4.0,
-    calibrator=None,
     timing_cache: Path | None = None,
 ) -> bytes:
-    """Parse ``onnx_file`` and build an engine; ``input_size`` (H, W) adds a dynamic profile."""
+    """Parse ``onnx_file`` and build an engine; ``input_size`` (H, W) adds a dynamic profile.
+
+    INT8 is explicit quantisation: ``onnx_file`` must be the Q/DQ graph (``model.int8.onnx``,
+    from ``nflowjs export int8``); its scales are in the graph, so no calibrator runs here.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
-    if precision == "int8" and calibrator is None:
-        raise ValueError("INT8 needs a calibrator (a folder of typical camera frames)")
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -110,9 +117,8 @@ def build_serialized_engine(
         # fp16 is off by up to 2.7e-3 (tests/test_head_precision.py), beyond the 1e-3 contract.
         keep_head_in_fp32(network, trt)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
-    if precision == "int8":
+    if precision == "int8":  # TensorRT 10 runs Q/DQ layers in INT8 only with this flag set
         config.set_flag(trt.BuilderFlag.INT8)
-        config.int8_calibrator = calibrator
     if input_size is not None:
         profile = builder.create_optimization_profile()
         # the sizes the dynamic ONNX graph accepts (64 to 4096 per side), optimised for the bundle's
