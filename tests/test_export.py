@@ -446,7 +446,30 @@ def test_gpu_check_smoke_on_cpu(capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert "| segmenter | eager |" in out and "head overhead" in out and "labels agree" in out
+    assert "| torch fp32 eager |" in out and "| paper, RTX 3090 (Table 6) | 46.5 |" in out
+    assert "| ONNX Runtime CPU fp32 |" in out  # the CUDA provider's row, on the CPU here
+    assert "onnxruntime vs torch fp32: labels agree on" in out
+
+
+def test_gpu_check_script_runs_with_what_is_installed():
+    """export/gpu_check.sh end to end on the CPU with this interpreter (no installs)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_NO_INSTALL": "1"}
+    smoke = ["--device", "cpu", "--preset", "ldn-lite", "--size", "64x128", "--warmup", "1"]
+    result = subprocess.run(
+        ["bash", str(root / "export/gpu_check.sh"), *smoke, "--iterations", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "missing: onnxruntime-gpu (GPU_CHECK_NO_INSTALL" in result.stdout  # the CPU build
+    assert "| torch fp32 eager |" in result.stdout and "| paper, RTX 3090" in result.stdout
 
 
 @pytest.mark.gpu
@@ -461,6 +484,18 @@ def test_tensorrt_engine_build_and_parity(bundle, tmp_path):
     row = bench(copy, "tensorrt", iterations=20)
     assert row["label_agreement"] >= 0.99
     assert row["score_max_abs_error"] <= 1e-3  # the head pinned to fp32
+
+
+@pytest.mark.gpu
+def test_gpu_backends_run_and_agree(bundle):
+    """ONNX Runtime's CUDA provider (onnxruntime-gpu) and the torch program on CUDA."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    for kind in ("onnxruntime", "torch"):
+        row = bench(bundle, kind, "cuda", iterations=20)
+        assert row["label_agreement"] >= 0.99, kind
+    backend = open_backend(bundle, "onnxruntime", "cuda")
+    assert backend.provider == "CUDAExecutionProvider"
 
 
 def test_the_shipped_demo_bundle_is_the_shipped_checkpoint_exported():
