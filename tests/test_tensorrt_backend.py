@@ -76,6 +76,10 @@ class FakeCudart:
     def cudaStreamCreate(self):
         return FakeError.cudaSuccess, "stream-0"
 
+    def cudaStreamDestroy(self, stream):
+        self.calls.append("cudaStreamDestroy")
+        return (FakeError.cudaSuccess,)
+
     def cudaStreamSynchronize(self, stream):
         self.calls.append("sync")
         return (FakeError.cudaSuccess,)
@@ -192,6 +196,7 @@ def test_buffers_are_allocated_once_and_outputs_come_back_through_them(engine_bu
     assert trt.contexts[0].shape_calls == 1
     backend.close()
     assert cudart.memory == {}  # every buffer freed
+    assert cudart.calls[-1] == "cudaStreamDestroy"
 
 
 def test_a_new_input_size_reallocates_the_buffers(engine_bundle, monkeypatch):

@@ -246,6 +246,9 @@ class TensorRTBackend:
         if self.buffers is not None:
             self.buffers.free()
             self.buffers = None
+        if self.stream is not None:
+            self.cuda.call("cudaStreamDestroy", self.stream)
+            self.stream = None
 
 
 def open_backend(
