@@ -1,6 +1,7 @@
 """``ros2 launch nflowjs_perception road.launch.py [model:=/path/to/bundle]``
 
-Starts perception_node with config/road.yaml, the camera topic remapped to ``image``, and (with
+Starts perception_node (a lifecycle node, brought to active by itself unless autostart:=false)
+with config/road.yaml, the camera topic remapped to ``image``, and (with
 use_rviz:=true) RViz2 showing the camera, overlay, OOD heatmap and obstacle mask.
 """
 
@@ -33,6 +34,7 @@ ARGUMENTS = {
     "params_file": (PathJoinSubstitution([SHARE, "config", "road.yaml"]), "parameter file"),
     "engine_cache_dir": ("", "TensorRT: folder for engines built on this machine"),
     "build_engine_if_missing": ("", "TensorRT: build an engine on first start (true/false)"),
+    "autostart": ("", "true: configure and activate at once; false: wait for a lifecycle manager"),
 }
 # launch argument -> parameter type, for the arguments that override a parameter when given
 OVERRIDES = {
@@ -42,6 +44,7 @@ OVERRIDES = {
     "ood_threshold": float,
     "engine_cache_dir": str,
     "build_engine_if_missing": lambda text: text.lower() == "true",
+    "autostart": lambda text: text.lower() == "true",
 }
 
 

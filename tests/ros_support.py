@@ -75,6 +75,7 @@ class NodeProcess:
             stdout=open(log, "w"),
             stderr=subprocess.STDOUT,
             env=dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0"),
+            start_new_session=True,  # a process group of its own, for Ctrl-C as a terminal sends it
         )
 
     def output(self) -> str:

@@ -43,6 +43,22 @@ def test_colour_encodings_decode_to_rgb(encoding, pixels):
     assert np.array_equal(image_to_rgb(msg), RGB)
 
 
+@pytest.mark.parametrize("big_endian", [False, True])
+@pytest.mark.parametrize(("encoding", "channels"), [("mono16", 1), ("rgb16", 3)])
+def test_16_bit_images_with_padded_rows(encoding, channels, big_endian):
+    """step > width x 2 x channels (padding bytes set, so reading them would show), either byte
+    order: x 255/65535 to 8 bit, as the unpadded little-endian case."""
+    wide = RGB[..., :channels].astype(np.uint16) * 257 + 100  # below half a step: rounds back
+    padded = np.full((5, 7 * channels + 3), 0xABCD, ">u2" if big_endian else "<u2")
+    padded[:, : 7 * channels] = wide.reshape(5, -1)
+    msg = image_message(np.zeros((5, 7 * channels + 3), np.uint8), "mono8", 0, "cam")
+    msg.encoding, msg.width, msg.is_bigendian = encoding, 7, int(big_endian)
+    msg.step, msg.data = padded.strides[0], padded.tobytes()
+    rgb = image_to_rgb(msg)
+    expected = RGB if channels == 3 else np.repeat(RGB[..., :1], 3, axis=2)
+    assert rgb.shape == (5, 7, 3) and np.array_equal(rgb, expected)
+
+
 def test_mono8_and_padded_rows():
     gray = RGB[..., 0].copy()
     padded = np.zeros((5, 12), np.uint8)  # step 12 > width 7: rows padded, as drivers may do
@@ -56,7 +72,7 @@ def test_mono8_and_padded_rows():
 @pytest.mark.parametrize(
     ("change", "kind"),
     [
-        ({"encoding": "16UC1"}, "encoding"),
+        ({"encoding": "32FC1"}, "encoding"),
         ({"height": 0}, "empty"),
         ({"step": 20}, "step"),
         ({"data": bytes(50)}, "truncated"),
@@ -155,6 +171,10 @@ def test_parameter_checks_name_the_problem(tmp_path):
         "ood_threshold",
         "overlay_opacity",
         "min_obstacle_area",
+        "heatmap_encoding",
+        "max_drop_rate",
+        "latency_budget_ms",
+        "input_timeout",
     }
 
 
@@ -187,6 +207,8 @@ def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):
             Parameter("backend", value="onnxruntime"),
         ]
     )
+    node.trigger_configure()
+    node.trigger_activate()
     tester = rclpy.create_node("lazy_tester")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
@@ -214,6 +236,8 @@ def test_unsubscribed_outputs_cost_nothing(ros, camvid_bundle, monkeypatch):
         tester.create_subscription(Image, "/perception_node/overlay", overlays.append, 1)
         assert run_until(lambda: len(overlays) >= 1)
         assert "rgb8" in made and "mono8" not in made  # segmentation computed, not published
+        check_incompatible_qos_reports(node)
+        check_a_frame_slower_than_the_join_timeout_fails_deactivate(node, frame, monkeypatch)
     finally:
         node.close()
         executor.shutdown()
@@ -241,8 +265,13 @@ def test_tensorrt_engines_come_from_the_bundle_the_cache_or_a_first_start_build(
         return b"serialized engine"
 
     monkeypatch.setattr(backends, "build_serialized_engine", fake_build)
-    built = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)
+    said = []
+    built = backends.find_or_build_engine(
+        camvid_bundle, bundle, gpu, version, None, cache, True, said.append
+    )
     assert built == cache / engine_file_name("fp16", gpu, version)
+    assert len(said) == 2 and "building a TensorRT fp16 engine" in said[0]  # the log's progress
+    assert said[1].startswith("TensorRT engine built in") and str(built) in said[1]
     assert built.read_bytes() == b"serialized engine"
     assert builds == [("model.onnx", "fp16", None)]  # a static bundle needs no profile
     again = backends.find_or_build_engine(camvid_bundle, bundle, gpu, version, None, cache, True)
@@ -259,7 +288,8 @@ def check_drops_are_counted(node, frame):
     import threading
 
     busy, release = threading.Event(), threading.Event()
-    real_backend = node.backend
+    run = node._run  # the worker's own references, for this activation
+    real_backend = run.backend
 
     class SlowBackend:
         name, bundle, device = "slow", real_backend.bundle, "cpu"
@@ -269,8 +299,8 @@ def check_drops_are_counted(node, frame):
             release.wait(10)
             return real_backend.infer(rgb)
 
-    node.backend = SlowBackend()
-    receive = node._receiver(lambda msg: frame)
+    run.backend = SlowBackend()
+    receive = node._receiver(lambda msg: frame, run.mailbox)
     dropped = node.stats.counts["dropped"]
     try:
         receive(image_message(frame, "rgb8", time.time_ns(), "cam"))
@@ -280,7 +310,79 @@ def check_drops_are_counted(node, frame):
         assert node.stats.counts["dropped"] - dropped == 3
     finally:
         release.set()
-        node.backend = real_backend
+        run.backend = real_backend
+
+
+def check_incompatible_qos_reports(node):
+    """A fix named only where QoS overrides offer one; the diagnostics WARN expires."""
+    from rclpy.qos import QoSPolicyKind
+
+    from nflowjs_perception import perception_node
+
+    said, reported = [], []
+    node.get_logger = lambda: SimpleNamespace(warning=said.append, info=said.append)
+    node._publish_status = lambda level, message, values: reported.append(message)
+    try:
+        for kind in (QoSPolicyKind.RELIABILITY, QoSPolicyKind.DURABILITY):
+            node._on_incompatible_qos(SimpleNamespace(last_policy_kind=kind, total_count=1))
+        assert "qos_overrides./image.subscription.reliability or reliable_input" in said[0]
+        assert "publisher must change its durability" in said[1]
+        assert "qos_overrides" not in said[1]
+        node._publish_diagnostics()
+        assert "has incompatible QoS (DURABILITY)" in reported[-1]
+        policy, when = node._incompatible_qos
+        node._incompatible_qos = (policy, when - perception_node.QOS_WARN_S)  # quiet since
+        node._publish_diagnostics()
+        assert "incompatible QoS" not in reported[-1]
+    finally:
+        del node.get_logger, node._publish_status  # the class's own again
+
+
+def check_a_frame_slower_than_the_join_timeout_fails_deactivate(node, frame, monkeypatch):
+    """The worker keeps its references: deactivate fails (and keeps the worker and its
+    publishers) while a frame outlives the join timeout, then succeeds; a second activate while
+    the old worker runs is refused; cleanup under a finished worker breaks nothing."""
+    import threading
+
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from nflowjs_perception import perception_node
+
+    monkeypatch.setattr(perception_node, "WORKER_JOIN_S", 0.2)
+    busy, release = threading.Event(), threading.Event()
+    run = node._run
+    real_backend = run.backend
+
+    class SlowBackend:
+        name, bundle, device = "slow", real_backend.bundle, "cpu"
+
+        def infer(self, rgb):
+            busy.set()
+            release.wait(20)
+            return real_backend.infer(rgb)
+
+    run.backend = SlowBackend()
+    node._receiver(lambda msg: frame, run.mailbox)(image_message(frame, "rgb8", 1, "cam"))
+    try:
+        assert busy.wait(10)
+        assert node.trigger_deactivate() == TransitionCallbackReturn.FAILURE
+        assert node.state == "active" and node._worker.is_alive()
+        assert set(node.outputs) == set(perception_node.OUTPUTS)  # still the worker's
+        assert node.on_activate(None) == TransitionCallbackReturn.FAILURE  # no second worker
+        assert "WORKER_JOIN_S = 0.2 s" in node.transition_error
+    finally:
+        release.set()
+    node._worker.join(10)
+    failed = node.stats.counts["failed"]
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node._worker is None and node.outputs == {} and node._run is None
+    assert node.stats.counts["failed"] == failed  # the slow frame finished without an error
+    # the next activation starts clean: no old QoS mismatch, no old frames in the statistics
+    node._incompatible_qos = ("RELIABILITY", time.monotonic())
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node._incompatible_qos[0] == "" and node.stats.counts["processed"] == 0
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
 
 
 def test_auto_says_why_tensorrt_was_not_used(camvid_bundle):
@@ -303,3 +405,81 @@ def test_a_fast_dds_without_large_data_settings_is_named_at_start_up():
     assert transport_warning({"FASTDDS_BUILTIN_TRANSPORTS": "LARGE_DATA"}, fast_dds) is None
     assert transport_warning({"FASTDDS_DEFAULT_PROFILES_FILE": "x.xml"}, fast_dds) is None
     assert transport_warning({}, "rmw_cyclonedds_cpp") is None  # other middleware: not ours to say
+
+
+def test_diagnostics_warn_on_drops_and_latency_over_budget():
+    from nflowjs_perception.node_stats import MIN_LATENCY_SAMPLES, NodeStats, warnings_from
+
+    stats = NodeStats()
+    for _ in range(10):
+        stats.count("received")
+    for _ in range(3):
+        stats.count("dropped")
+    for ms in (20.0, 30.0, 80.0):
+        stats.record({"end_to_end": ms})
+    early = stats.summary()
+    assert len(warnings_from(early, max_drop_rate=0.2, latency_budget_ms=54.0)) == 1  # drops only
+    for _ in range(MIN_LATENCY_SAMPLES - 3):
+        stats.record({"end_to_end": 80.0})
+    for _ in range(10):
+        stats.count("received")
+    for _ in range(3):
+        stats.count("dropped")
+    summary = stats.summary()
+    assert summary["drop_rate"] == 0.3
+    drops, latency = warnings_from(summary, max_drop_rate=0.2, latency_budget_ms=54.0)
+    assert "30% of frames dropped (max_drop_rate 20%)" in drops
+    assert "exceeds latency_budget_ms 54" in latency
+    assert warnings_from(summary, max_drop_rate=0.5, latency_budget_ms=100.0) == []
+    assert stats.summary()["drop_rate"] == 0.0  # a window without frames drops none
+
+
+def test_outputs_computed_into_the_message_buffer_are_not_copied_again():
+    from std_msgs.msg import Header
+
+    from nflowjs_perception.image_messages import OutputImage
+
+    output = OutputImage(Image, "32FC1")
+    heat = output.pixels((4, 6), np.float32)
+    heat[:] = np.linspace(0, 1, 24, dtype=np.float32).reshape(4, 6)
+    buffer = output.msg.data
+    msg = output.fill(Header(frame_id="cam"), heat)
+    assert msg.data is buffer and msg.header.frame_id == "cam"
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (4, 6, 24, "32FC1")
+    assert np.array_equal(np.frombuffer(msg.data, np.float32).reshape(4, 6), heat)
+    elsewhere = np.full((4, 6), 0.5, np.float32)  # not the message's buffer: copied in
+    msg = output.fill(Header(), elsewhere)
+    assert np.array_equal(np.frombuffer(msg.data, np.float32), elsewhere.ravel())
+
+
+@pytest.mark.parametrize(
+    ("encoding", "dtype", "scale"), [("mono8", np.uint8, 255), ("16UC1", np.uint16, 65535)]
+)
+def test_integer_heatmaps_round_to_nearest_and_saturate_exactly(encoding, dtype, scale):
+    """Both integer encodings by one rule: below 0 -> 0 (not |score|), above 1 -> the maximum,
+    NaN -> 0 without a warning, else the nearest integer to score x scale. The float32
+    neighbours of each half-way point (k + 0.5) / scale decide the rounding; the only exact tie
+    (float32 x 255 or 65535 is exact in float64) is score 0.5, rounded half to even."""
+    post = Postprocessor(small_bundle())
+    edges = np.array([-0.1, -0.0, 0.0, 1.0, 1.2, 7.0, np.nan], np.float32)
+    assert post.heatmap(edges[None], encoding).tolist() == [[0, 0, 0, scale, scale, scale, 0]]
+    halfway = ((np.arange(scale, dtype=np.float64) + 0.5) / scale).astype(np.float32)
+    near = np.concatenate(
+        [
+            np.nextafter(halfway, np.float32(0)),
+            halfway,
+            np.nextafter(halfway, np.float32(1)),
+            np.linspace(0, 1, 1001, dtype=np.float32),
+        ]
+    )
+    exact = np.rint(near.astype(np.float64) * scale)  # float32 x scale is exact in float64
+    ties = np.abs(exact - near.astype(np.float64) * scale) == 0.5
+    assert near[ties].tolist() == [0.5] * ties.sum() and exact[ties][0] % 2 == 0  # half to even
+    out = np.empty(near.shape, dtype)[None]
+    with np.errstate(all="raise"):
+        result = post.heatmap(near[None], encoding, out)
+    assert result is out  # written into the given buffer (the message's), not a scratch one
+    assert result.dtype == dtype and np.array_equal(result[0], exact.astype(dtype))
+    k = np.tile(np.arange(scale), 3)  # each half-way point's lower integer
+    assert set(exact[: 3 * scale] - k) == {0.0, 1.0}  # rounded down and up near the .5 points
+    assert post.heatmap(near[None], "32FC1").tobytes() == near.tobytes()

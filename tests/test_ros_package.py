@@ -33,6 +33,7 @@ LAUNCH_ARGUMENTS = {  # the issue's list, plus the TensorRT engine cache and the
     "params_file",
     "engine_cache_dir",
     "build_engine_if_missing",
+    "autostart",
 }
 # top-level import -> the rosdep key package.xml must list for it
 ROSDEP_KEYS = {
@@ -42,6 +43,7 @@ ROSDEP_KEYS = {
     "diagnostic_msgs": "diagnostic_msgs",
     "rcl_interfaces": "rcl_interfaces",
     "rosgraph_msgs": "rosgraph_msgs",
+    "lifecycle_msgs": "lifecycle_msgs",
     "builtin_interfaces": "builtin_interfaces",
     "numpy": "python3-numpy",
     "PIL": "python3-pil",

@@ -13,7 +13,9 @@ from __future__ import annotations
 import dataclasses
 import os
 import tempfile
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol
 
@@ -140,11 +142,13 @@ def find_or_build_engine(
     precision: str | None = None,
     engine_cache_dir: Path | None = None,
     build_if_missing: bool = False,
+    progress: Callable[[str], None] = lambda text: None,
 ) -> Path:
     """The engine for this GPU: from the bundle, else the cache, else (if allowed) built now.
 
     Precision preference without ``precision``: int8, fp16, fp32 (fastest first). A build goes
     to ``engine_cache_dir`` (a mounted bundle may be read-only) in fp16 unless told otherwise.
+    ``progress`` hears when a build starts and ends (it takes minutes; perception_node logs it).
     """
     preference = [precision] if precision else ["int8", "fp16", "fp32"]
     for p in preference:
@@ -168,11 +172,17 @@ def find_or_build_engine(
             f"{folder} has no {source} to build an {built} engine from: run `nflowjs export int8 "
             "--bundle ... --calibration-images DIR` first, or choose precision fp16"
         )
+    progress(
+        f"building a TensorRT {built} engine for {gpu_name} (TensorRT {tensorrt_version}) from "
+        f"{folder / source}: this takes minutes, once per GPU and TensorRT version"
+    )
+    started = time.monotonic()
     engine = build_serialized_engine(folder / source, built, size)
     engine_cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=engine_cache_dir, delete=False) as tmp:
         tmp.write(engine)  # renamed into place: a crash never leaves half an engine
     os.replace(tmp.name, target)
+    progress(f"TensorRT engine built in {time.monotonic() - started:.0f} s: {target}")
     return target
 
 
@@ -196,6 +206,7 @@ class TensorRTBackend:
         precision: str | None = None,
         engine_cache_dir: Path | None = None,
         build_if_missing: bool = False,
+        progress: Callable[[str], None] = lambda text: None,
         cuda: CudaRuntime | None = None,
     ):
         trt = import_tensorrt()
@@ -208,6 +219,7 @@ class TensorRTBackend:
             precision,
             engine_cache_dir,
             build_if_missing,
+            progress,
         )
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
@@ -258,7 +270,8 @@ def open_backend(
 
     ``auto`` tries TensorRT, then ONNX Runtime's CUDA provider, then ONNX Runtime on the CPU,
     and logs why each step was passed over; the returned backend's ``fallback_reason`` says the
-    same. ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing) go to TensorRT.
+    same. ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing, progress) go to
+    TensorRT.
     """
     if kind not in BACKEND_NAMES:
         raise ValueError(f"backend {kind!r}: choose one of {', '.join(BACKEND_NAMES)}")

@@ -9,18 +9,42 @@ the array once into the message's ``array('B')``, the type rclpy would convert a
 from __future__ import annotations
 
 from array import array
+from typing import NamedTuple
 
 import cv2
 import numpy as np
 
-# encoding -> (channels, OpenCV conversion to RGB or None)
+
+class Decoder(NamedTuple):
+    channels: int  # values per pixel in the message
+    dtype: str  # of each value: u1, or u2 (16-bit, scaled to 8 bit)
+    conversion: int | None  # OpenCV conversion to RGB, None when already RGB
+
+
+# ROS encoding names (sensor_msgs/image_encodings.hpp) -> how to turn them into RGB. Bayer
+# names give the colours of the first 2x2 block; OpenCV names its codes after the second row's
+# pattern, so bayer_rggb8 is OpenCV's BayerBG (as in cv_bridge). yuv422 is UYVY, yuv422_yuy2 YUYV.
 DECODERS = {
-    "rgb8": (3, None),
-    "bgr8": (3, cv2.COLOR_BGR2RGB),
-    "rgba8": (4, cv2.COLOR_RGBA2RGB),
-    "bgra8": (4, cv2.COLOR_BGRA2RGB),
-    "mono8": (1, cv2.COLOR_GRAY2RGB),
+    "rgb8": Decoder(3, "u1", None),
+    "bgr8": Decoder(3, "u1", cv2.COLOR_BGR2RGB),
+    "8UC3": Decoder(3, "u1", cv2.COLOR_BGR2RGB),  # OpenCV's 3 channels are BGR (cv_bridge too)
+    "rgba8": Decoder(4, "u1", cv2.COLOR_RGBA2RGB),
+    "bgra8": Decoder(4, "u1", cv2.COLOR_BGRA2RGB),
+    "mono8": Decoder(1, "u1", cv2.COLOR_GRAY2RGB),
+    "8UC1": Decoder(1, "u1", cv2.COLOR_GRAY2RGB),
+    "bayer_rggb8": Decoder(1, "u1", cv2.COLOR_BayerBG2RGB),
+    "bayer_bggr8": Decoder(1, "u1", cv2.COLOR_BayerRG2RGB),
+    "bayer_gbrg8": Decoder(1, "u1", cv2.COLOR_BayerGR2RGB),
+    "bayer_grbg8": Decoder(1, "u1", cv2.COLOR_BayerGB2RGB),
+    "yuv422": Decoder(2, "u1", cv2.COLOR_YUV2RGB_UYVY),
+    "yuv422_yuy2": Decoder(2, "u1", cv2.COLOR_YUV2RGB_YUY2),
+    "mono16": Decoder(1, "u2", cv2.COLOR_GRAY2RGB),
+    "16UC1": Decoder(1, "u2", cv2.COLOR_GRAY2RGB),
+    "rgb16": Decoder(3, "u2", None),
+    "bgr16": Decoder(3, "u2", cv2.COLOR_BGR2RGB),
 }
+SIXTEEN_TO_EIGHT_BIT = 255.0 / 65535.0  # full range onto full range: 65535 -> 255, 0 -> 0
+YUV422 = ("yuv422", "yuv422_yuy2")
 
 
 class FrameError(ValueError):
@@ -40,12 +64,17 @@ def image_to_rgb(msg) -> np.ndarray:
             f"unsupported image encoding {encoding!r}; publish one of {', '.join(DECODERS)} "
             "(or use image_transport: compressed for JPEG/PNG)",
         )
-    channels, conversion = DECODERS[encoding]
+    channels, dtype, conversion = DECODERS[encoding]
     if h == 0 or w == 0:
         raise FrameError("empty", f"empty image ({w}x{h}); the camera driver sent no pixels")
-    if msg.step < w * channels:
+    if encoding in YUV422 and w % 2:
         raise FrameError(
-            "step", f"step {msg.step} is less than width {w} x {channels} bytes ({encoding})"
+            "size", f"{encoding} needs an even width (2 pixels share U and V), got {w}"
+        )
+    row_bytes = w * channels * int(dtype[1])
+    if msg.step < row_bytes:
+        raise FrameError(
+            "step", f"step {msg.step} is less than width {w} x {row_bytes // w} bytes ({encoding})"
         )
     data = np.frombuffer(msg.data, np.uint8)
     if data.size < msg.step * h:
@@ -54,9 +83,18 @@ def image_to_rgb(msg) -> np.ndarray:
             f"truncated image: {data.size} bytes, {w}x{h} {encoding} with step {msg.step} "
             f"needs {msg.step * h}",
         )
-    pixels = data[: msg.step * h].reshape(h, msg.step)[:, : w * channels].reshape(h, w, channels)
+    rows = data[: msg.step * h].reshape(h, msg.step)[:, :row_bytes]
+    if dtype == "u2":
+        order = ">" if msg.is_bigendian else "<"
+        wide = rows.copy().view(f"{order}u2").reshape(h, w, channels)  # copy: rows may be padded
+        pixels = cv2.convertScaleAbs(wide.astype(np.uint16, copy=False), alpha=SIXTEEN_TO_EIGHT_BIT)
+        pixels = pixels.reshape(h, w, channels)
+    else:
+        pixels = rows.reshape(h, w, channels)
     if conversion is None:
         return pixels
+    if channels == 1:
+        pixels = pixels[..., 0]  # OpenCV wants single-channel images as HxW
     return cv2.cvtColor(pixels, conversion)
 
 
@@ -101,7 +139,8 @@ class OutputImage:
     rclpy copies a message into its C form during ``publish``, so after ``publish`` returns the
     message may be reused. Reusing it saves a fresh 2-8 MB buffer per output and frame, and
     with it the page faults of newly mapped memory: ~4 ms per 2 MP output on our 2-core
-    machine, more than the copy itself.
+    machine, more than the copy itself. ``pixels`` goes one step further: the output is
+    computed straight into the message's buffer, so ``fill`` has nothing left to copy.
     """
 
     def __init__(self, message_type, encoding: str):
@@ -113,5 +152,21 @@ class OutputImage:
             self.msg = message_type()
         self.encoding = encoding
 
+    def pixels(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """A writable array of ``shape`` over the message's own data (resized when needed)."""
+        nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        if len(self.msg.data) != nbytes or not isinstance(self.msg.data, array):
+            self.msg.data = array("B", bytes(nbytes))
+        return np.frombuffer(self.msg.data, dtype).reshape(shape)
+
     def fill(self, header, pixels: np.ndarray):
+        data = self.msg.data
+        if isinstance(data, array) and pixels.ctypes.data == data.buffer_info()[0]:
+            # written in place by pixels(): only the header and the layout are left to set
+            msg = self.msg
+            msg.header, msg.encoding = header, self.encoding
+            msg.height, msg.width = pixels.shape[:2]
+            msg.is_bigendian = int(pixels.dtype.byteorder == ">")
+            msg.step = pixels.strides[0]
+            return msg
         return fill_image(self.msg, header, pixels, self.encoding, self.msg.data)

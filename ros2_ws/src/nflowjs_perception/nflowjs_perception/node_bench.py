@@ -29,6 +29,7 @@ from nflowjs_perception.bundle import Bundle, BundleClass
 from nflowjs_perception.dds import use_single_host_transport
 from nflowjs_perception.image_messages import fill_image
 from nflowjs_perception.perception_node import OUTPUTS, PerceptionNode
+from nflowjs_perception.postprocess import Postprocessor
 
 CLASSES = 19  # Cityscapes-sized palette; road (0) drivable
 DISCOVERY_TIMEOUT_S = 60.0
@@ -76,10 +77,13 @@ def bench_bundle(height: int, width: int) -> Bundle:
 class BenchNode(PerceptionNode):
     """perception_node with the precomputed backend instead of a bundle from disk."""
 
-    def __init__(self, outputs, height: int, width: int):
+    def __init__(self, outputs, height: int, width: int, heatmap_encoding: str = "32FC1"):
         self._precomputed = (outputs, height, width)
         super().__init__(
-            parameter_overrides=[rclpy.parameter.Parameter("model", value=os.getcwd())]
+            parameter_overrides=[
+                rclpy.parameter.Parameter("model", value=os.getcwd()),
+                rclpy.parameter.Parameter("heatmap_encoding", value=heatmap_encoding),
+            ]
         )
 
     def _open_backend(self) -> None:
@@ -169,12 +173,22 @@ def _warm_up(executor, node: BenchNode, driver: subprocess.Popen, outputs) -> No
     node.stats.reset()
 
 
-def run(frames: int, height: int, width: int, rate: float, encoding: str, outputs) -> dict:
+def run(
+    frames: int,
+    height: int,
+    width: int,
+    rate: float,
+    encoding: str,
+    outputs,
+    heatmap_encoding: str = "32FC1",
+) -> dict:
     """One configuration: the node's stage timings and the copy baseline, as p50/p99 ms."""
     use_single_host_transport()
     frame, results = synthetic_scene(height, width)
     rclpy.init()
-    node = BenchNode(results, height, width)
+    node = BenchNode(results, height, width, heatmap_encoding)
+    node.trigger_configure()
+    node.trigger_activate()
     driver = subprocess.Popen(
         [sys.executable, "-m", "nflowjs_perception.node_bench", "--driver",
          "--frames", str(frames), "--size", f"{height}x{width}", "--rate", str(rate),
@@ -194,11 +208,13 @@ def run(frames: int, height: int, width: int, rate: float, encoding: str, output
     if driver.returncode != 0:
         raise RuntimeError(f"node_bench driver failed (exit {driver.returncode}); see above")
     labels, score, mask = results
-    published = {"segmentation": labels, "ood_heatmap": score, "obstacle_mask": mask}
+    heatmap = Postprocessor(bench_bundle(height, width)).heatmap(score, heatmap_encoding)
+    published = {"segmentation": labels, "ood_heatmap": heatmap, "obstacle_mask": mask}
     published["overlay"] = frame
     stats = {stage: list(v) for stage, v in node.stats.latency_ms.items()}
     stats["copy"] = copy_baseline([frame, *(published[o] for o in outputs)], 50)
-    row = {"outputs": ", ".join(outputs), **node.stats.counts}
+    names = [f"ood_heatmap ({heatmap_encoding})" if o == "ood_heatmap" else o for o in outputs]
+    row = {"outputs": ", ".join(names), **node.stats.counts}
     for stage, values in stats.items():
         if values:
             row[f"{stage}_p50"], row[f"{stage}_p99"] = np.percentile(values, [50, 99])
@@ -224,10 +240,12 @@ def format_table(rows: list[dict], height: int, width: int, encoding: str) -> st
     return "\n".join(lines)
 
 
-CONFIGURATIONS = (
-    tuple(OUTPUTS),
-    ("obstacle_mask", "ood_heatmap"),
-    ("obstacle_mask",),
+CONFIGURATIONS = (  # (outputs subscribed, heatmap_encoding)
+    (tuple(OUTPUTS), "32FC1"),
+    (tuple(OUTPUTS), "mono8"),
+    (("obstacle_mask", "ood_heatmap"), "32FC1"),
+    (("obstacle_mask", "ood_heatmap"), "mono8"),
+    (("obstacle_mask",), "32FC1"),
 )
 
 
@@ -244,7 +262,10 @@ def main(argv=None) -> None:
     if args.driver:
         drive(args.frames, height, width, args.rate, args.encoding, args.outputs.split(","))
         return
-    rows = [run(args.frames, height, width, args.rate, args.encoding, c) for c in CONFIGURATIONS]
+    rows = [
+        run(args.frames, height, width, args.rate, args.encoding, outputs, heatmap)
+        for outputs, heatmap in CONFIGURATIONS
+    ]
     print(format_table(rows, height, width, args.encoding))
 
 

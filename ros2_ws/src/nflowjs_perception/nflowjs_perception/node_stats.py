@@ -12,6 +12,7 @@ from collections import deque
 
 import numpy as np
 
+MIN_LATENCY_SAMPLES = 100  # frames processed (since activation) before a p99 is judged
 STAGES = ("preprocess", "inference", "postprocess", "publish", "end_to_end", "transport")
 
 
@@ -49,8 +50,10 @@ class NodeStats:
             windows = {stage: list(values) for stage, values in self.latency_ms.items()}
             self._last_report = (now, counts)
         elapsed = max(now - since, 1e-9)
+        received = counts["received"] - before["received"]
         result = {
-            "input_fps": (counts["received"] - before["received"]) / elapsed,
+            "input_fps": received / elapsed,
+            "drop_rate": (counts["dropped"] - before["dropped"]) / received if received else 0.0,
             "processed_fps": (counts["processed"] - before["processed"]) / elapsed,
             **{k: float(v) for k, v in counts.items()},
         }
@@ -59,3 +62,20 @@ class NodeStats:
                 p50, p99 = np.percentile(values, [50, 99])
                 result[f"{stage}_p50_ms"], result[f"{stage}_p99_ms"] = float(p50), float(p99)
         return result
+
+
+def warnings_from(summary: dict[str, float], max_drop_rate: float, latency_budget_ms: float):
+    """What in a ``summary`` deserves a diagnostics WARN, as sentences (none: healthy)."""
+    found = []
+    if summary["drop_rate"] > max_drop_rate:
+        found.append(
+            f"{summary['drop_rate']:.0%} of frames dropped (max_drop_rate {max_drop_rate:.0%}): "
+            "the model is slower than the camera"
+        )
+    p99 = summary.get("end_to_end_p99_ms")
+    # Below ~100 frames a p99 is just the slowest frame, and the first frames after activation
+    # are the slowest (allocations, the backend's first runs): no verdict on so few.
+    enough = summary.get("processed", 0) >= MIN_LATENCY_SAMPLES
+    if p99 is not None and enough and p99 > latency_budget_ms:
+        found.append(f"end-to-end p99 {p99:.1f} ms exceeds latency_budget_ms {latency_budget_ms:g}")
+    return found

@@ -49,6 +49,11 @@ class Spec:
 BUNDLE_THRESHOLD = -1.0  # ood_threshold's "use the bundle's" value
 
 SPECS = (
+    Spec(
+        "autostart",
+        True,
+        "configure and activate at start-up; false: wait for the lifecycle services",
+    ),
     Spec("model", "", "model bundle folder (bundle.json + model files, `nflowjs export onnx`)"),
     Spec(
         "backend",
@@ -113,6 +118,38 @@ SPECS = (
         dynamic=True,
         low=0,
         high=100_000_000,
+    ),
+    Spec(
+        "heatmap_encoding",
+        "32FC1",
+        "~/ood_heatmap as 32FC1 (the score), mono8 (score x 255) or 16UC1 (score x 65535)",
+        dynamic=True,
+        choices=("32FC1", "mono8", "16UC1"),
+    ),
+    Spec(
+        "max_drop_rate",
+        0.2,
+        "diagnostics WARN when more than this fraction of the frames received since the last "
+        "report were replaced before processing (the model is slower than the camera)",
+        dynamic=True,
+        low=0.0,
+        high=1.0,
+    ),
+    Spec(
+        "latency_budget_ms",
+        54.0,
+        "diagnostics WARN when the end-to-end p99 (callback to last output) exceeds this",
+        dynamic=True,
+        low=1.0,
+        high=60_000.0,
+    ),
+    Spec(
+        "input_timeout",
+        5.0,
+        "seconds without an input frame (while active) before a WARN and one log line",
+        dynamic=True,
+        low=0.1,
+        high=3600.0,
     ),
     Spec("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.1, high=60.0),
 )

@@ -4,7 +4,8 @@ Each output is one or two whole-frame OpenCV/numpy calls (table look-ups, a weig
 write into buffers kept between frames: at 2 MP a fresh 2-6 MB array per step costs more than
 the arithmetic (page faults on newly mapped memory), and numpy's fancy indexing costs several
 milliseconds where a look-up table costs a fraction of one. The returned arrays are those
-buffers: publish (copy) them before the next frame is processed.
+buffers, or into ``out`` (the output message's own buffer, image_messages.OutputImage.pixels):
+publish (copy) them before the next frame is processed.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from nflowjs_perception.bundle import Bundle
 
+HEATMAP_SCALES = {"mono8": (255.0, cv2.CV_8U), "16UC1": (65535.0, cv2.CV_16U)}
 UNKNOWN_COLOR = (255, 0, 255)  # magenta: no road-scene class uses it, so OOD stands out
 
 
@@ -37,8 +39,9 @@ class Postprocessor:
             self._obstacles = np.empty(shape, np.uint8)
             self._colors = np.empty((*shape, 3), np.uint8)
             self._overlay = np.empty((*shape, 3), np.uint8)
+            self._heat = {"mono8": np.empty(shape, np.uint8), "16UC1": np.empty(shape, np.uint16)}
 
-    def segmentation(self, labels: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    def segmentation(self, labels: np.ndarray, mask: np.ndarray, out=None) -> np.ndarray:
         """Outlier-aware labels: OOD pixels get the bundle's unknown id.
 
         ``unknown_id`` is larger than every class id (the bundle guarantees it) and ``mask`` is
@@ -46,9 +49,11 @@ class Postprocessor:
         """
         self._buffers(labels.shape)
         np.multiply(mask, self.unknown_id, out=self._scratch)
-        return np.maximum(labels, self._scratch, out=self._segmentation)
+        return np.maximum(labels, self._scratch, out=self._segmentation if out is None else out)
 
-    def obstacle_mask(self, labels: np.ndarray, mask: np.ndarray, min_area: int) -> np.ndarray:
+    def obstacle_mask(
+        self, labels: np.ndarray, mask: np.ndarray, min_area: int, out=None
+    ) -> np.ndarray:
         """0/255: OOD regions on or touching drivable pixels; regions under ``min_area`` dropped.
 
         "On" uses the closed-set labels under the OOD pixels (the segmenter's best guess of what
@@ -57,7 +62,7 @@ class Postprocessor:
         anomalies are usually small, and labelling the whole frame costs ~7 ms at 2 MP.
         """
         self._buffers(labels.shape)
-        out = self._obstacles
+        out = self._obstacles if out is None else out
         out.fill(0)
         x, y, w, h = cv2.boundingRect(mask)
         if w == 0:
@@ -79,11 +84,34 @@ class Postprocessor:
             out[y0:y1, x0:x1] = keep[components]
         return out
 
-    def overlay(self, rgb: np.ndarray, segmentation: np.ndarray, opacity: float) -> np.ndarray:
+    def heatmap(self, score: np.ndarray, encoding: str, out=None) -> np.ndarray:
+        """The score as ``encoding``: 32FC1 as it is, mono8 x 255, 16UC1 x 65535.
+
+        The integer forms are a quarter / half of the float's bytes and show in image_view
+        without a colour range (a [0, 1] float image looks black there). One OpenCV pass each,
+        the same rule for both: the exact product rounded to the nearest integer (the one tie, a
+        score of 0.5, to even), saturated (below 0 -> 0, above 1 -> the maximum), NaN -> 0
+        without a warning.
+        """
+        score = score.astype(np.float32, copy=False)
+        if encoding == "32FC1":
+            if out is None:
+                return score
+            np.copyto(out, score)
+            return out
+        self._buffers(score.shape)
+        scale, depth = HEATMAP_SCALES[encoding]
+        out = self._heat[encoding] if out is None else out
+        return cv2.multiply(score, scale, dst=out, dtype=depth)
+
+    def overlay(
+        self, rgb: np.ndarray, segmentation: np.ndarray, opacity: float, out=None
+    ) -> np.ndarray:
         """The camera image blended with class colours; OOD pixels in magenta."""
         self._buffers(segmentation.shape)
         cv2.applyColorMap(segmentation, self.palette, dst=self._colors)
-        return cv2.addWeighted(rgb, 1.0 - opacity, self._colors, opacity, 0.0, dst=self._overlay)
+        out = self._overlay if out is None else out
+        return cv2.addWeighted(rgb, 1.0 - opacity, self._colors, opacity, 0.0, dst=out)
 
 
 def to_input_size(labels, score, height: int, width: int):
