@@ -8,8 +8,8 @@ STAMP  := $(VENV)/.installed
 # our machines serve from local disk (it also runs on CPU-only machines).
 TORCH_PINS := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test test-slow lint toy camvid-ood road-obstacles bench bench-node demo demo-bag \
-	demo-obstacle-bag demo-bundle clean
+.PHONY: setup test test-slow lint toy camvid-ood road-obstacles bench bench-int8 bench-node demo \
+	demo-bag demo-obstacle-bag demo-bundle clean
 
 setup: $(STAMP)
 
@@ -64,6 +64,20 @@ bench: $(STAMP)
 		--threshold-from docs/camvid_ood_nflowjs_val_results.json
 	$(BIN)/nflowjs bench --bundle out/bundles/camvid-ood-360x480 --backend onnxruntime torch
 	$(BIN)/nflowjs bench --preset ldn121 --size 1024x2048 --backend onnxruntime torch --iterations 10
+
+# INT8 by explicit quantisation (README): the CamVid-OOD bundle's Q/DQ graph calibrated on 64
+# train frames; mIoU / AP / FPR95 of both graphs in ONNX Runtime on the test split; CPU latency.
+bench-int8: $(STAMP)
+	$(BIN)/nflowjs export onnx --checkpoint models/checkpoints/camvid-ood-ldn-effl0-nflowjs.pt \
+		--out out/bundles/camvid-ood-360x480 --size 360x480 \
+		--threshold-from docs/camvid_ood_nflowjs_val_results.json
+	$(BIN)/nflowjs export int8 --bundle out/bundles/camvid-ood-360x480 \
+		--calibration-images $(CAMVID)/train/images
+	$(BIN)/python -m nflowjs_export.evaluate_bundle --bundle out/bundles/camvid-ood-360x480 \
+		--root $(CAMVID) --split test --precision fp32 int8
+	$(BIN)/nflowjs bench --bundle out/bundles/camvid-ood-360x480 --backend onnxruntime
+	$(BIN)/nflowjs bench --bundle out/bundles/camvid-ood-360x480 --backend onnxruntime \
+		--precision int8
 
 # The CamVid-OOD demo bundle the ROS package ships (road.launch.py's default model); tests check
 # it still equals this export of the shipped checkpoint.

@@ -273,3 +273,13 @@ def test_compose_gpu_volumes_and_ros_transport():
     train = services["train"]["volumes"]
     assert any(v.endswith(":/data:ro") for v in train)
     assert any(v.endswith(":/workspace/runs") for v in train)
+
+
+def test_runtime_image_installs_cuda_python_not_torch():
+    """The TensorRT backend's buffers come from cuda-python: the image carries no torch."""
+    pip = " ".join(
+        args for keyword, args in instructions(RUNTIME) if keyword == "RUN" and "pip" in args
+    )
+    assert '"cuda-bindings==${CUDA_BINDINGS_VERSION}"' in pip
+    assert '"onnxruntime-gpu==${ONNXRUNTIME_VERSION}"' in pip
+    assert "torch" not in pip

@@ -15,7 +15,8 @@ from nflowjs.cli import main
 from nflowjs.networks import LadderDenseNet, LDNConfig
 from nflowjs_export.bench import bench, format_table
 from nflowjs_export.onnx_export import export_onnx, onnx_parity
-from nflowjs_export.tensorrt_build import CalibrationImages, engine_file_name
+from nflowjs_export.quantize import CalibrationImages
+from nflowjs_export.tensorrt_build import engine_file_name
 from nflowjs_perception.backends import open_backend
 from nflowjs_perception.bundle import BundleError, load_bundle
 
@@ -34,13 +35,12 @@ SMALL = LDNConfig(
 )
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
+def small_checkpoint(path: Path) -> Path:
+    """A checkpoint of the SMALL network with random weights (4 classes)."""
     torch.manual_seed(0)
     model = LadderDenseNet(SMALL).eval()
     with torch.no_grad():  # make the classifier decisive enough for a non-trivial mask
         model.classifier.conv.weight.mul_(20)
-    path = tmp_path_factory.mktemp("ck") / "model.pt"
     save_checkpoint(
         path,
         {
@@ -52,6 +52,11 @@ def checkpoint(tmp_path_factory) -> Path:
         },
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return small_checkpoint(tmp_path_factory.mktemp("ck") / "model.pt")
 
 
 @pytest.fixture(scope="module")
@@ -95,7 +100,7 @@ def test_bundle_json_describes_the_model(bundle, checkpoint):
     assert [c.name for c in b.classes] == CLASSES and b.unknown_id == 4
     assert b.drivable_class_ids == [2]  # road
     assert b.classes[2].color == (128, 64, 128)  # the dataset palette's road colour
-    assert set(b.files) == {"model.onnx", "model.pt"} and len(b.checkpoint_sha256) == 64
+    assert set(b.files) == {"model.onnx", "model.pt2"} and len(b.checkpoint_sha256) == 64
     assert not any(p.name.startswith(".") for p in bundle.parent.iterdir())  # no staging left
 
 
@@ -157,6 +162,64 @@ def test_torch_backend_agrees_with_onnxruntime(bundle):
     assert np.abs(ort_out[1] - torch_out[1]).max() <= 1e-3
 
 
+def test_torch_backend_runs_the_exported_program_without_training_code(bundle):
+    """The runtime (nflowjs_perception) in a fresh interpreter where the training package and
+    the exporter cannot be imported: every runtime module imports, and the torch backend runs
+    the bundle's model.pt2 and agrees with ONNX Runtime."""
+    import subprocess
+    import sys
+
+    script = f"""
+import importlib, pkgutil, sys
+import numpy as np
+sys.modules["nflowjs"] = None  # None in sys.modules: any import of it raises ImportError
+sys.modules["nflowjs_export"] = None
+import nflowjs_perception
+for module in pkgutil.walk_packages(nflowjs_perception.__path__, "nflowjs_perception."):
+    importlib.import_module(module.name)
+from nflowjs_perception.backends import open_backend
+frame = np.random.default_rng(0).integers(0, 256, (96, 128, 3), dtype=np.uint8)
+onnx_out = open_backend({str(bundle)!r}, "onnxruntime").infer(frame)
+assert "torch" not in sys.modules, "the ONNX Runtime path loaded torch"
+torch_out = open_backend({str(bundle)!r}, "torch", "cpu").infer(frame)
+assert (onnx_out[0] == torch_out[0]).mean() >= 0.999
+assert np.abs(onnx_out[1] - torch_out[1]).max() <= 1e-3
+assert torch_out[1].dtype == np.float32 and torch_out[0].dtype == np.uint8
+print("ok")
+"""
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_runtime_modules_never_import_the_training_side():
+    """Static check of the one-way import: the runtime's sources name neither package. The one
+    exception is the offline bag scorer (evaluate_bag), which imports nflowjs.metrics lazily so
+    that its AP / FPR95 are those of `nflowjs evaluate`; it says so and is not part of the node."""
+    import ast
+
+    runtime = Path(__file__).resolve().parents[1] / "ros2_ws/src/nflowjs_perception"
+    for source in (runtime / "nflowjs_perception").rglob("*.py"):
+        if source.relative_to(runtime).as_posix() == "nflowjs_perception/bag_tools/evaluate.py":
+            continue
+        for node in ast.walk(ast.parse(source.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            for name in names:
+                assert name.split(".")[0] not in ("nflowjs", "nflowjs_export"), (source, name)
+
+
+def test_torch_backend_without_its_program_says_how_to_get_one(checkpoint, tmp_path):
+    folder = export_onnx(checkpoint, tmp_path / "b", 64, 64, 0.6, torch_model=False)
+    assert set(load_bundle(folder).files) == {"model.onnx"}
+    with pytest.raises(BundleError, match=r"no model.pt2 .* without --no-torch-model"):
+        open_backend(folder, "torch", "cpu")
+
+
 def test_wrong_frame_is_explained(bundle):
     backend = open_backend(bundle, "onnxruntime")
     with pytest.raises(ValueError, match="resize it first"):
@@ -178,15 +241,59 @@ def test_engine_names_carry_precision_gpu_and_version():
     assert name == "model.fp16.nvidia-h100-80gb-hbm3.trt10.3.engine"
 
 
-def test_calibration_batches(tmp_path):
-    for i in range(5):
-        Image.fromarray(np.full((30, 40, 3), i * 40, np.uint8)).save(tmp_path / f"{i}.png")
-    batches = CalibrationImages(tmp_path, height=24, width=32, batch_size=2)
-    shapes = [b.shape for b in batches]
-    assert len(batches) == 2 and shapes == [(2, 24, 32, 3)] * 2  # the odd image is dropped
-    assert next(iter(batches)).dtype == np.uint8
+def test_calibration_frames_are_spread_over_the_folder(tmp_path):
+    for i in range(10):
+        Image.fromarray(np.full((30, 40, 3), i * 20, np.uint8)).save(tmp_path / f"{i:02d}.png")
+    frames = CalibrationImages(tmp_path, height=24, width=32, limit=4)
+    assert [p.name for p in frames.files] == ["00.png", "02.png", "04.png", "06.png"]
+    batch = frames.load()
+    assert batch.shape == (4, 24, 32, 3) and batch.dtype == np.uint8
     with pytest.raises(FileNotFoundError, match="no calibration images"):
         CalibrationImages(tmp_path / "empty", 24, 32)
+
+
+def calibration_folder(folder: Path, n: int = 4) -> Path:
+    folder.mkdir()
+    for i, frame in enumerate(frames(n)):
+        Image.fromarray(frame).save(folder / f"{i}.png")
+    return folder
+
+
+def test_int8_export_adds_a_qdq_graph_that_onnxruntime_runs(bundle, tmp_path, capsys):
+    """nvidia-modelopt's ONNX PTQ, for real, on the CPU; the head stays unquantised."""
+    pytest.importorskip("modelopt.onnx.quantization", exc_type=ImportError)
+    from nflowjs_export.quantize import head_node_names
+
+    copy = shutil.copytree(bundle, tmp_path / "copy")
+    images = calibration_folder(tmp_path / "frames")
+    main(["export", "int8", "--bundle", str(copy), "--calibration-images", str(images)])
+    assert "model.int8.onnx" in capsys.readouterr().out
+    assert "model.int8.onnx" in load_bundle(copy).files  # hashed into bundle.json
+    graph = onnx.load(str(copy / "model.int8.onnx"))
+    ops = [n.op_type for n in graph.graph.node]
+    assert ops.count("QuantizeLinear") >= 10 and ops.count("DequantizeLinear") >= 10
+    head = set(head_node_names(graph))
+    head_inputs = {i for n in graph.graph.node if n.name in head for i in n.input}
+    quantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    assert head and not head_inputs & quantized  # no Q/DQ inside the head
+    int8 = open_backend(copy, "onnxruntime", precision="int8")
+    assert int8.bundle.model_file == "model.int8.onnx" and int8.bundle.precision == "int8"
+    fp32 = open_backend(copy, "onnxruntime")
+    for frame in frames(2):
+        labels, score, _ = int8.infer(frame)
+        ref_labels, ref_score, _ = fp32.infer(frame)
+        assert labels.dtype == np.uint8 and score.dtype == np.float32
+        assert (labels == ref_labels).mean() > 0.8  # 8-bit, random weights: close, not equal
+        assert np.abs(score - ref_score).mean() < 0.1
+
+
+def test_int8_graph_missing_is_named_with_the_command(bundle):
+    from nflowjs_export.tensorrt_build import build_engine
+
+    with pytest.raises(BundleError, match=r"no model\.int8\.onnx: run `nflowjs export int8"):
+        open_backend(bundle, "onnxruntime", precision="int8")
+    with pytest.raises(ValueError, match=r"no model\.int8\.onnx: run `nflowjs export int8"):
+        build_engine(bundle, "int8")
 
 
 def test_tensorrt_export_without_tensorrt_says_what_to_install(bundle, capsys):
@@ -201,11 +308,15 @@ def test_tensorrt_export_without_tensorrt_says_what_to_install(bundle, capsys):
     assert "install NVIDIA's `tensorrt`" in capsys.readouterr().err
 
 
+def test_calibration_images_moved_to_export_int8(bundle, capsys):
+    with pytest.raises(SystemExit):
+        main(["export", "tensorrt", "--bundle", str(bundle), "--calibration-images", "x"])
+    assert "belongs to `nflowjs export int8`" in capsys.readouterr().err
+
+
 def test_tensorrt_arguments_are_checked_before_tensorrt_is_needed(bundle, tmp_path):
     from nflowjs_export.tensorrt_build import build_engine
 
-    with pytest.raises(ValueError, match="INT8 needs --calibration-images"):
-        build_engine(bundle, "int8")
     with pytest.raises(ValueError, match="use fp32, fp16 or int8"):
         build_engine(bundle, "bf16")
     with pytest.raises(BundleError, match="not found"):
@@ -335,7 +446,30 @@ def test_gpu_check_smoke_on_cpu(capsys):
         ]
     )
     out = capsys.readouterr().out
-    assert "| segmenter | eager |" in out and "head overhead" in out and "labels agree" in out
+    assert "| torch fp32 eager |" in out and "| paper, RTX 3090 (Table 6) | 46.5 |" in out
+    assert "| ONNX Runtime CPU fp32 |" in out  # the CUDA provider's row, on the CPU here
+    assert "onnxruntime vs torch fp32: labels agree on" in out
+
+
+def test_gpu_check_script_runs_with_what_is_installed():
+    """export/gpu_check.sh end to end on the CPU with this interpreter (no installs)."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHON": sys.executable, "GPU_CHECK_NO_INSTALL": "1"}
+    smoke = ["--device", "cpu", "--preset", "ldn-lite", "--size", "64x128", "--warmup", "1"]
+    result = subprocess.run(
+        ["bash", str(root / "export/gpu_check.sh"), *smoke, "--iterations", "2"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "missing: onnxruntime-gpu (GPU_CHECK_NO_INSTALL" in result.stdout  # the CPU build
+    assert "| torch fp32 eager |" in result.stdout and "| paper, RTX 3090" in result.stdout
 
 
 @pytest.mark.gpu
@@ -349,6 +483,19 @@ def test_tensorrt_engine_build_and_parity(bundle, tmp_path):
     build_engine(copy, "fp16")
     row = bench(copy, "tensorrt", iterations=20)
     assert row["label_agreement"] >= 0.99
+    assert row["score_max_abs_error"] <= 1e-3  # the head pinned to fp32
+
+
+@pytest.mark.gpu
+def test_gpu_backends_run_and_agree(bundle):
+    """ONNX Runtime's CUDA provider (onnxruntime-gpu) and the torch program on CUDA."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    for kind in ("onnxruntime", "torch"):
+        row = bench(bundle, kind, "cuda", iterations=20)
+        assert row["label_agreement"] >= 0.99, kind
+    backend = open_backend(bundle, "onnxruntime", "cuda")
+    assert backend.provider == "CUDAExecutionProvider"
 
 
 def test_the_shipped_demo_bundle_is_the_shipped_checkpoint_exported():

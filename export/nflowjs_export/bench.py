@@ -24,8 +24,10 @@ def bench(
     warmup: int = 5,
     frames: list[np.ndarray] | None = None,
     seed: int = 0,
+    precision: str | None = None,
 ) -> dict:
-    runner = open_backend(bundle_dir, backend, device)
+    options = {"precision": precision} if precision else {}
+    runner = open_backend(bundle_dir, backend, device, **options)
     size = (runner.bundle.height, runner.bundle.width, 3)
     if frames is None:  # smooth random frames: real-looking statistics without shipping data
         rng = np.random.default_rng(seed)
@@ -43,7 +45,7 @@ def bench(
         latencies.append(1000 * (time.perf_counter() - started))
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
     return {
-        "backend": runner.name,
+        "backend": runner.name + (f" {precision}" if precision else ""),
         "device": device or ("cuda" if backend == "tensorrt" else "cpu"),
         "size": f"{size[0]}x{size[1]}",
         "iterations": iterations,

@@ -8,6 +8,7 @@ exporter (the TorchScript one refuses the SPP's adaptive pooling at most sizes),
 
 from __future__ import annotations
 
+import copy
 import tempfile
 from pathlib import Path
 
@@ -15,12 +16,12 @@ import numpy as np
 import torch
 
 import nflowjs_export
-from nflowjs.checkpoint import build_segmenter, load_checkpoint, save_inference_copy
+from nflowjs.checkpoint import build_segmenter, load_checkpoint
 from nflowjs.head import OutlierAwareSegmenter
 from nflowjs_export.bundle import write_bundle
 from nflowjs_export.frame_model import CameraFrameModel, ResizingSegmenter
 from nflowjs_export.palettes import DRIVABLE_NAMES, class_colors
-from nflowjs_perception.backends import TORCH_CHECKPOINT, open_backend
+from nflowjs_perception.backends import TORCH_PROGRAM, open_backend
 from nflowjs_perception.bundle import Bundle, BundleClass, sha256_file
 
 OUTPUTS = ("labels", "score", "ood_mask")
@@ -62,8 +63,9 @@ def export_onnx(
     ``operating_points`` (name -> {"threshold", "TPR", "FPR", "split"}) go into bundle.json;
     ``threshold_point`` names the one ``threshold`` is.
 
-    ``torch_model=False`` leaves out ``model.pt`` (the torch backend's copy of the segmenter):
-    a smaller bundle for ONNX Runtime and TensorRT only, like the demo bundle in the repository.
+    ``torch_model=False`` leaves out ``model.pt2`` (the torch backend's ``torch.export``
+    program): a smaller bundle for ONNX Runtime and TensorRT only, like the demo bundle in the
+    repository.
     """
     payload = load_checkpoint(checkpoint)
     classes = list(payload["classes"])
@@ -124,8 +126,22 @@ def export_onnx(
         )
         files = {"model.onnx": onnx_path}
         if torch_model:
-            files[TORCH_CHECKPOINT] = save_inference_copy(checkpoint, Path(tmp) / TORCH_CHECKPOINT)
+            files[TORCH_PROGRAM] = save_torch_program(
+                model, example, dynamic_shapes, Path(tmp) / TORCH_PROGRAM
+            )
         return write_bundle(out_dir, bundle, files)
+
+
+def save_torch_program(model: CameraFrameModel, example, dynamic_shapes, path: Path) -> Path:
+    """The same graph as a ``torch.export`` program: the torch backend runs it without this
+    repository's training code (``torch.export.load`` needs only torch). Its score is always
+    float32, so it is also the fp32 reference of parity checks; the backend casts to the bundle's
+    ``score_dtype``."""
+    model = copy.copy(model)  # shares the modules; only the score dtype differs
+    model.score_dtype = torch.float32
+    program = torch.export.export(model, (example,), dynamic_shapes=dynamic_shapes)
+    torch.export.save(program, str(path))
+    return path
 
 
 def check_onnx(path: Path) -> None:
@@ -166,11 +182,16 @@ def _check_against_torch(onnx_path: Path, model: CameraFrameModel, height: int, 
         )
 
 
-def reference_model(bundle_dir: Path, bundle) -> CameraFrameModel:
-    """The bundle's graph in torch fp32 on the CPU: what every backend is compared with."""
-    fixed = (bundle.height, bundle.width) if bundle.dynamic_size else None
-    payload = load_checkpoint(Path(bundle_dir) / TORCH_CHECKPOINT)
-    return frame_model(payload, bundle.temperature, bundle.ood_threshold, "float32", fixed)
+def reference_model(bundle_dir: Path, bundle) -> torch.nn.Module:
+    """The bundle's graph in torch fp32 on the CPU (its ``model.pt2``, as exported): what every
+    backend is compared with."""
+    path = Path(bundle_dir) / TORCH_PROGRAM
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{bundle_dir} has no {TORCH_PROGRAM}, the torch reference for parity: export the "
+            "bundle without --no-torch-model"
+        )
+    return torch.export.load(str(path)).module()
 
 
 def onnx_parity(bundle_dir: str | Path, images: list[np.ndarray]) -> dict:

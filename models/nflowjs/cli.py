@@ -103,19 +103,25 @@ def _export(args) -> None:
             threshold_point=point,
         )
         print(f"wrote bundle {folder} (threshold {threshold:.6g}, {point or 'set by hand'})")
+    elif args.format == "int8":
+        from nflowjs_export.quantize import quantize_bundle
+
+        path = quantize_bundle(
+            args.bundle, args.calibration_images, args.max_images, args.calibration_method
+        )
+        print(f"wrote {path} (Q/DQ; ONNX Runtime runs it, TensorRT builds INT8 engines from it)")
     else:
         from nflowjs_export.tensorrt_build import build_engine, build_with_torch_tensorrt
 
+        if args.calibration_images:
+            raise ValueError(
+                "--calibration-images belongs to `nflowjs export int8` now (explicit INT8 "
+                "quantisation); run it first, then `nflowjs export tensorrt --precision int8`"
+            )
         if args.via == "torch-tensorrt":
             path = build_with_torch_tensorrt(args.bundle, args.precision)
         else:
-            path = build_engine(
-                args.bundle,
-                args.precision,
-                args.calibration_images,
-                args.workspace_gib,
-                args.timing_cache,
-            )
+            path = build_engine(args.bundle, args.precision, args.workspace_gib, args.timing_cache)
         print(f"wrote {path}")
 
 
@@ -160,7 +166,10 @@ def _bench(args) -> None:
         bundle = args.bundle
         if bundle is None:
             bundle = random_weight_bundle(args.preset, *_size(args.size), Path(tmp))
-        rows = [bench(bundle, backend, args.device, args.iterations) for backend in args.backend]
+        rows = [
+            bench(bundle, backend, args.device, args.iterations, precision=args.precision)
+            for backend in args.backend
+        ]
     print(format_table(rows))
 
 
@@ -226,10 +235,22 @@ def main(argv: list[str] | None = None) -> None:
     onnx.add_argument(
         "--no-torch-model", action="store_true", help="leave model.pt out (no torch backend)"
     )
+    int8 = formats.add_parser(
+        "int8", help="add an INT8 Q/DQ graph (model.int8.onnx) to a bundle (nvidia-modelopt)"
+    )
+    int8.add_argument("--bundle", required=True)
+    int8.add_argument("--calibration-images", required=True, help="folder of typical camera frames")
+    int8.add_argument("--max-images", type=int, default=64, help="frames used, spread evenly")
+    int8.add_argument("--calibration-method", choices=["entropy", "max"], default="entropy")
     trt = formats.add_parser("tensorrt", help="build a TensorRT engine into a bundle")
     trt.add_argument("--bundle", required=True)
-    trt.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
-    trt.add_argument("--calibration-images", help="folder of frames for INT8 calibration")
+    trt.add_argument(
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        default="fp16",
+        help="int8 builds from the bundle's model.int8.onnx (nflowjs export int8)",
+    )
+    trt.add_argument("--calibration-images", help=argparse.SUPPRESS)  # moved to export int8
     trt.add_argument("--workspace-gib", type=float, default=4.0)
     trt.add_argument("--timing-cache", help="file to reuse and update between builds")
     trt.add_argument("--via", choices=["tensorrt", "torch-tensorrt"], default="tensorrt")
@@ -248,6 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     benchmark.add_argument("--device", help="cpu or cuda (default: the backend's)")
     benchmark.add_argument("--iterations", type=int, default=50)
+    benchmark.add_argument(
+        "--precision", help="int8: ONNX Runtime runs model.int8.onnx; TensorRT an int8 engine"
+    )
     benchmark.set_defaults(run=_bench)
 
     strip = commands.add_parser("strip", help="inference-only copy of a checkpoint")

@@ -2,13 +2,15 @@
 
 ``rgb`` is at the bundle's size (any size for a dynamic-size bundle); outputs are HxW (labels
 uint8, score float32/float16, mask uint8). ONNX Runtime is the CPU default; TensorRT runs an
-engine built for this GPU (torch CUDA tensors serve as its I/O buffers); torch runs the bundle's
-inference checkpoint (``model.pt``) and needs the training package ``nflowjs``. torch and
-TensorRT are imported only when chosen: an ONNX Runtime node never loads them.
+engine built for this GPU (its I/O buffers from cuda-python, no torch); torch runs the bundle's
+``torch.export`` program (``model.pt2``). Nothing here imports the training package
+(``nflowjs``) or the exporter (``nflowjs_export``): they import the runtime, never the other way.
+torch and TensorRT are imported only when chosen: an ONNX Runtime node never loads them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 import time
@@ -20,14 +22,17 @@ from typing import Protocol
 import numpy as np
 
 from nflowjs_perception.bundle import Bundle, BundleError, load_bundle
+from nflowjs_perception.cuda_buffers import CudaRuntime, FrameBuffers
 from nflowjs_perception.tensorrt_engine import (
+    INT8_MODEL,
     TensorRTUnavailable,
     build_serialized_engine,
     engine_file_name,
     import_tensorrt,
+    onnx_file_for,
 )
 
-TORCH_CHECKPOINT = "model.pt"
+TORCH_PROGRAM = "model.pt2"  # torch.export program, for the torch backend
 BACKEND_NAMES = ("auto", "tensorrt", "onnxruntime", "torch")
 
 
@@ -82,37 +87,39 @@ class OnnxRuntimeBackend:
 
 
 class TorchBackend:
-    """The same graph in PyTorch; on CUDA in float16 and channels_last (the measured GPU path)."""
+    """The bundle's ``torch.export`` program (``model.pt2``); on CUDA under fp16 autocast.
+
+    Loading it needs torch only, not this repository's training code: the program is the graph
+    the exporter traced, weights included.
+    """
 
     name = "torch"
 
     def __init__(self, folder: Path, bundle: Bundle, device: str = "cpu"):
         try:
             import torch
-
-            from nflowjs.checkpoint import load_checkpoint
-            from nflowjs_export.onnx_export import frame_model
         except ImportError as error:
             raise BundleError(
-                f"the torch backend needs torch and this repository's Python package ({error}); "
-                "`pip install .` in the repository, or choose backend onnxruntime"
+                f"the torch backend needs torch ({error}): pip install torch, or choose backend "
+                "onnxruntime"
             ) from error
 
-        path = folder / TORCH_CHECKPOINT
+        path = folder / TORCH_PROGRAM
         if not path.is_file():
             raise BundleError(
-                f"{folder} has no {TORCH_CHECKPOINT}: re-export it for the torch backend"
+                f"{folder} has no {TORCH_PROGRAM} (the torch backend's program): export the "
+                "bundle again without --no-torch-model, or choose backend onnxruntime"
             )
-        payload = load_checkpoint(path)
-        self.bundle, self.device = bundle, device
-        fixed = (bundle.height, bundle.width) if bundle.dynamic_size else None
-        model = frame_model(
-            payload, bundle.temperature, bundle.ood_threshold, bundle.score_dtype, fixed
-        )
-        self.model = model.to(device).eval()
-        if device == "cuda":
-            self.model.head.segmenter.half().to(memory_format=torch.channels_last)
-        self.torch = torch
+        if device == "cuda" and not torch.cuda.is_available():
+            raise BundleError("the torch backend on cuda needs a CUDA GPU and none is visible")
+        program = torch.export.load(str(path))
+        if device != "cpu":  # parameters, constants and device arguments of the graph's ops
+            from torch.export.passes import move_to_device_pass
+
+            program = move_to_device_pass(program, device)
+        self.model = program.module()
+        self.bundle, self.device, self.torch = bundle, device, torch
+        self.score_dtype = getattr(np, bundle.score_dtype)
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
@@ -123,7 +130,8 @@ class TorchBackend:
         ):
             frame = torch.from_numpy(rgb)[None].to(self.device, non_blocking=True)
             labels, score, mask = self.model(frame)
-        return labels[0].cpu().numpy(), score[0].cpu().numpy(), mask[0].cpu().numpy()
+        score = score[0].float().cpu().numpy().astype(self.score_dtype, copy=False)
+        return labels[0].cpu().numpy(), score, mask[0].cpu().numpy()
 
 
 def find_or_build_engine(
@@ -158,12 +166,18 @@ def find_or_build_engine(
     built = precision or "fp16"
     target = engine_cache_dir / engine_file_name(built, gpu_name, tensorrt_version)
     size = (bundle.height, bundle.width) if bundle.dynamic_size else None
+    source = onnx_file_for(built, bundle.model_file)
+    if source not in bundle.files:
+        raise BundleError(
+            f"{folder} has no {source} to build an {built} engine from: run `nflowjs export int8 "
+            "--bundle ... --calibration-images DIR` first, or choose precision fp16"
+        )
     progress(
         f"building a TensorRT {built} engine for {gpu_name} (TensorRT {tensorrt_version}) from "
-        f"{folder / bundle.model_file}: this takes minutes, once per GPU and TensorRT version"
+        f"{folder / source}: this takes minutes, once per GPU and TensorRT version"
     )
     started = time.monotonic()
-    engine = build_serialized_engine(folder / bundle.model_file, built, size)
+    engine = build_serialized_engine(folder / source, built, size)
     engine_cache_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=engine_cache_dir, delete=False) as tmp:
         tmp.write(engine)  # renamed into place: a crash never leaves half an engine
@@ -173,7 +187,16 @@ def find_or_build_engine(
 
 
 class TensorRTBackend:
+    """An engine for this GPU, its I/O in CUDA buffers from cuda-python (no torch).
+
+    Per frame: the frame is copied into a page-locked buffer, one host-to-device copy, the
+    engine, one device-to-host copy per output, all on one stream. Buffers are allocated once
+    per input size (again only when a dynamic bundle's size changes). The returned arrays are
+    views of the page-locked buffers: valid until the next ``infer``.
+    """
+
     name = "tensorrt"
+    OUTPUTS = ("labels", "score", "ood_mask")
 
     def __init__(
         self,
@@ -184,16 +207,14 @@ class TensorRTBackend:
         engine_cache_dir: Path | None = None,
         build_if_missing: bool = False,
         progress: Callable[[str], None] = lambda text: None,
+        cuda: CudaRuntime | None = None,
     ):
         trt = import_tensorrt()
-        import torch
-
-        if not torch.cuda.is_available():
-            raise TensorRTUnavailable("TensorRT needs a CUDA GPU and none is visible")
+        self.cuda = cuda or CudaRuntime()  # names what is missing: cuda-python or a GPU
         engine_path = find_or_build_engine(
             folder,
             bundle,
-            torch.cuda.get_device_name(0),
+            self.cuda.device_name(),
             trt.__version__,
             precision,
             engine_cache_dir,
@@ -205,58 +226,118 @@ class TensorRTBackend:
         if self.engine is None:
             raise BundleError(f"{engine_path} could not be loaded; delete it and build it again")
         self.context = self.engine.create_execution_context()
-        self.bundle, self.device, self.torch = bundle, device, torch
-        self.stream = torch.cuda.Stream()
+        self.bundle, self.device, self.engine_path = bundle, device, engine_path
+        self.stream = self.cuda.create_stream()
+        self.buffers: FrameBuffers | None = None
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
-        torch = self.torch
-        with torch.cuda.stream(self.stream):  # copies and the engine share one stream
-            return self._run(torch.from_numpy(rgb)[None].cuda(non_blocking=True), rgb.shape[:2])
+        buffers = self._buffers_for(*rgb.shape[:2])
+        np.copyto(buffers.host["rgb"][0], rgb)
+        self.cuda.to_device(buffers.device["rgb"], buffers.host["rgb"], self.stream)
+        if not self.context.execute_async_v3(self.stream):
+            raise RuntimeError("TensorRT could not enqueue the engine; see its log above")
+        for name in self.OUTPUTS:
+            self.cuda.to_host(buffers.host[name], buffers.device[name], self.stream)
+        self.cuda.synchronize(self.stream)
+        return tuple(buffers.host[name][0] for name in self.OUTPUTS)
 
-    def _run(self, frame, size):
-        torch = self.torch
-        self.context.set_input_shape("rgb", tuple(frame.shape))
-        self.context.set_tensor_address("rgb", frame.data_ptr())
-        h, w = size
-        score_dtype = getattr(torch, self.bundle.score_dtype)
-        outputs = {
-            "labels": torch.empty(1, h, w, dtype=torch.uint8, device="cuda"),
-            "score": torch.empty(1, h, w, dtype=score_dtype, device="cuda"),
-            "ood_mask": torch.empty(1, h, w, dtype=torch.uint8, device="cuda"),
-        }
-        for name, tensor in outputs.items():
-            self.context.set_tensor_address(name, tensor.data_ptr())
-        self.context.execute_async_v3(self.stream.cuda_stream)
-        self.stream.synchronize()
-        return tuple(outputs[n][0].cpu().numpy() for n in ("labels", "score", "ood_mask"))
+    def _buffers_for(self, height: int, width: int) -> FrameBuffers:
+        if self.buffers is not None and self.buffers.size == (height, width):
+            return self.buffers
+        if self.buffers is not None:
+            self.buffers.free()
+            self.buffers = None
+        self.buffers = FrameBuffers(self.cuda, height, width, self.bundle.score_dtype)
+        self.context.set_input_shape("rgb", (1, height, width, 3))
+        for name, pointer in self.buffers.device.items():
+            self.context.set_tensor_address(name, pointer)
+        return self.buffers
+
+    def close(self) -> None:
+        if self.buffers is not None:
+            self.buffers.free()
+            self.buffers = None
+        if self.stream is not None:
+            self.cuda.call("cudaStreamDestroy", self.stream)
+            self.stream = None
 
 
 def open_backend(
     folder: str | Path, kind: str = "auto", device: str | None = None, **tensorrt_options
 ) -> Backend:
-    """A backend for the bundle in ``folder``; ``auto`` prefers TensorRT, then ONNX Runtime.
+    """A backend for the bundle in ``folder``.
 
-    ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing, progress) go to TensorRT
-    only.
-    With ``auto`` the returned backend's ``fallback_reason`` says why TensorRT was not used.
+    ``auto`` tries TensorRT, then ONNX Runtime's CUDA provider, then ONNX Runtime on the CPU,
+    and logs why each step was passed over; the returned backend's ``fallback_reason`` says the
+    same. ``tensorrt_options`` (precision, engine_cache_dir, build_if_missing, progress) go to
+    TensorRT.
     """
     if kind not in BACKEND_NAMES:
         raise ValueError(f"backend {kind!r}: choose one of {', '.join(BACKEND_NAMES)}")
     folder = Path(folder)
     bundle = load_bundle(folder)
     if kind == "auto":
-        reason = "device is cpu"
-        if device != "cpu":
-            try:
-                return TensorRTBackend(folder, bundle, **tensorrt_options)
-            except (TensorRTUnavailable, BundleError, RuntimeError, ImportError) as error:
-                reason = str(error)
-        backend = OnnxRuntimeBackend(folder, bundle, device)
-        backend.fallback_reason = f"TensorRT not used: {reason}"
-        return backend
+        return _auto(folder, bundle, device, tensorrt_options)
     if kind == "tensorrt":
         return TensorRTBackend(folder, bundle, device or "cuda", **tensorrt_options)
     if kind == "onnxruntime":
+        if tensorrt_options.get("precision") == "int8":
+            bundle = int8_graph(folder, bundle)
         return OnnxRuntimeBackend(folder, bundle, device)
     return TorchBackend(folder, bundle, device or "cpu")
+
+
+def int8_graph(folder: Path, bundle: Bundle) -> Bundle:
+    """The bundle as ONNX Runtime sees it with precision int8: its Q/DQ graph as model_file."""
+    if INT8_MODEL not in bundle.files:
+        raise BundleError(
+            f"{folder} has no {INT8_MODEL}: run `nflowjs export int8 --bundle {folder} "
+            "--calibration-images DIR`, or leave precision unset for the fp32 graph"
+        )
+    return dataclasses.replace(bundle, model_file=INT8_MODEL, precision="int8")
+
+
+def _auto(folder: Path, bundle: Bundle, device: str | None, tensorrt_options: dict) -> Backend:
+    import logging  # only auto logs: its choice is not obvious from the arguments
+
+    log = logging.getLogger(__name__)
+    if device == "cpu":
+        reasons = ["TensorRT and ONNX Runtime CUDA not used: device is cpu"]
+    else:
+        try:
+            backend = TensorRTBackend(folder, bundle, **tensorrt_options)
+            log.info("backend auto: TensorRT, engine %s", backend.engine_path.name)
+            return backend
+        except (TensorRTUnavailable, BundleError, RuntimeError, ImportError) as error:
+            reasons = [f"TensorRT not used: {error}"]
+            log.info("backend auto: %s", reasons[-1])
+        reason = _onnxruntime_cuda_missing()
+        if reason is None:
+            backend = OnnxRuntimeBackend(folder, bundle, "cuda")
+            if backend.device == "cuda":
+                backend.fallback_reason = reasons[0]
+                log.info("backend auto: ONNX Runtime on %s", backend.provider)
+                return backend
+            reason = (
+                f"its CUDA provider did not load, the session got {backend.provider} (is a GPU "
+                "visible, and are CUDA and cuDNN libraries that match onnxruntime-gpu installed?)"
+            )
+        reasons.append(f"ONNX Runtime CUDA not used: {reason}")
+        log.info("backend auto: %s", reasons[-1])
+    backend = OnnxRuntimeBackend(folder, bundle, "cpu")
+    backend.fallback_reason = "; ".join(reasons)
+    log.info("backend auto: ONNX Runtime on %s", backend.provider)
+    return backend
+
+
+def _onnxruntime_cuda_missing() -> str | None:
+    """Why this ONNX Runtime cannot use CUDA at all, or None if its build has the provider."""
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        return None
+    return (
+        f"this onnxruntime {ort.__version__} has no CUDA provider (pip uninstall onnxruntime "
+        "&& pip install onnxruntime-gpu)"
+    )
