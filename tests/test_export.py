@@ -276,6 +276,14 @@ def test_int8_export_adds_a_qdq_graph_that_onnxruntime_runs(bundle, tmp_path, ca
     head_inputs = {i for n in graph.graph.node if n.name in head for i in n.input}
     quantized = {o for n in graph.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
     assert head and not head_inputs & quantized  # no Q/DQ inside the head
+    # nor on the logits: the upsampling producing them reads the classifier's float output
+    producer = {o: n for n in graph.graph.node for o in n.output}
+    arg_max = next(n for n in graph.graph.node if n.op_type == "ArgMax")
+    logits = producer[arg_max.input[0]]
+    assert logits.op_type == "Resize"
+    classifier = producer[logits.input[0]]
+    assert classifier.op_type == "Conv", classifier.op_type  # not a DequantizeLinear
+    assert producer[classifier.input[0]].op_type == "DequantizeLinear"  # the Conv is INT8
     int8 = open_backend(copy, "onnxruntime", precision="int8")
     assert int8.bundle.model_file == "model.int8.onnx" and int8.bundle.precision == "int8"
     fp32 = open_backend(copy, "onnxruntime")

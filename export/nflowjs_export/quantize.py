@@ -5,7 +5,9 @@ on the CPU (ONNX Runtime collects the activation histograms) and writes ``model.
 into the bundle: the graph with QuantizeLinear / DequantizeLinear pairs around the network's
 convolutions, everything else fp32. TensorRT builds its INT8 engine from it (explicit
 quantisation: the scales are in the graph, no calibrator at build time), and ONNX Runtime runs
-it as it is. The scoring head (everything from the logits on) is kept out of quantisation.
+it as it is. The scoring head (everything from the logits on) and the upsampling that produces
+the logits are kept out of quantisation: modelopt puts a Q/DQ pair on every input of a
+quantisable op, so a quantised Resize would round the classifier's output (the logits) to 8 bits.
 """
 
 from __future__ import annotations
@@ -74,6 +76,33 @@ def head_node_names(model: onnx.ModelProto) -> list[str]:
     return names
 
 
+# ops between the classifier and the logits that only move or resample values
+RESAMPLING_OPS = ("Resize", "Upsample", "Reshape", "Transpose", "Identity", "Cast")
+
+
+def logits_producer_names(model: onnx.ModelProto) -> list[str]:
+    """The node(s) producing the logits: the upsampling (and any reshaping) after the classifier.
+
+    Walks up from the arg-max's input through resampling ops, stopping at the classifier (a Conv
+    or any other compute node, which stays quantisable on its inputs: its output is float once
+    nothing downstream of it is quantised).
+    """
+    arg_max = [n for n in model.graph.node if n.op_type == "ArgMax"]
+    if len(arg_max) != 1:
+        raise ValueError(f"expected one ArgMax in a bundle's graph, found {len(arg_max)}")
+    producer = {o: n for n in model.graph.node for o in n.output}
+    names, tensor = [], arg_max[0].input[0]
+    while (node := producer.get(tensor)) is not None and node.op_type in RESAMPLING_OPS:
+        names.append(node.name)
+        tensor = node.input[0]
+    return names
+
+
+def fp32_node_names(model: onnx.ModelProto) -> list[str]:
+    """What INT8 quantisation leaves alone: the logits' producers and the head."""
+    return logits_producer_names(model) + head_node_names(model)
+
+
 def quantize_bundle(
     bundle_dir: str | Path,
     calibration_dir: str | Path,
@@ -92,7 +121,7 @@ def quantize_bundle(
         raise MissingDependency(f"{MODELOPT_HINT} ({error})") from error
 
     source = bundle_dir / bundle.model_file
-    head = head_node_names(onnx.load(str(source), load_external_data=False))
+    keep = fp32_node_names(onnx.load(str(source), load_external_data=False))
     data = frames.load()
     with tempfile.TemporaryDirectory() as tmp:
         output = Path(tmp) / INT8_MODEL
@@ -103,7 +132,7 @@ def quantize_bundle(
             calibration_method=method,
             calibration_eps=["cpu"],
             calibration_shapes=f"rgb:1x{bundle.height}x{bundle.width}x3",
-            nodes_to_exclude=[f"^{re.escape(name)}$" for name in head],
+            nodes_to_exclude=[f"^{re.escape(name)}$" for name in keep],
             high_precision_dtype="fp32",  # TensorRT picks fp16 where allowed; the head stays fp32
             output_path=str(output),
             log_level="WARNING",
