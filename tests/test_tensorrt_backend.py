@@ -97,17 +97,35 @@ class FakeCudart:
 
 
 class FakeEngineContext:
-    """TensorRT's IExecutionContext surface: labels = R, score = G / 255, mask = B > 127."""
+    """TensorRT's IExecutionContext surface: labels = R, score = G / 255, mask = B > 127.
 
-    def __init__(self):
+    As TensorRT's: set_input_shape returns False (keeping the old shape) outside the engine's
+    profile, set_tensor_address returns False for a name the engine does not have, and outputs
+    are written in the engine's own dtypes, whatever buffer the address points to.
+    """
+
+    def __init__(self, engine):
+        self.engine = engine
         self.addresses, self.shape, self.shape_calls = {}, None, 0
 
     def set_input_shape(self, name, shape):
         assert name == "rgb"
-        self.shape, self.shape_calls = shape, self.shape_calls + 1
+        self.shape_calls += 1
+        low, _, high = self.engine.get_tensor_profile_shape(name, 0)
+        if not all(lo <= s <= hi for lo, s, hi in zip(low, shape, high, strict=True)):
+            return False
+        self.shape = tuple(shape)
+        return True
+
+    def get_tensor_shape(self, name):
+        assert self.shape is not None, "no input shape set"
+        return self.shape if name == "rgb" else self.shape[:3]
 
     def set_tensor_address(self, name, pointer):
+        if name not in self.engine.io:
+            return False
         self.addresses[name] = pointer
+        return True
 
     def execute_async_v3(self, stream):
         _, h, w, _ = self.shape
@@ -116,38 +134,76 @@ class FakeEngineContext:
         )
         rgb = rgb.reshape(h, w, 3)
 
-        def out(name, dtype):
+        def out(name):
+            dtype = self.engine.io[name][1]
             size = h * w * np.dtype(dtype).itemsize
             raw = (ctypes.c_byte * size).from_address(self.addresses[name])
             return np.frombuffer(raw, dtype=dtype).reshape(h, w)
 
-        out("labels", np.uint8)[:] = rgb[..., 0]
-        out("score", np.float32)[:] = rgb[..., 1] / 255.0
-        out("ood_mask", np.uint8)[:] = rgb[..., 2] > 127
+        out("labels")[:] = rgb[..., 0]
+        out("score")[:] = rgb[..., 1] / 255.0
+        out("ood_mask")[:] = rgb[..., 2] > 127
         return True
 
 
+class FakeEngine:
+    """ICudaEngine's surface: I/O tensors (name -> mode, dtype) and the input's profile."""
+
+    def __init__(self, trt, io, profile):
+        self.trt, self.io, self.profile = trt, io, profile
+
+    @property
+    def num_io_tensors(self):
+        return len(self.io)
+
+    def get_tensor_name(self, i):
+        return list(self.io)[i]
+
+    def get_tensor_mode(self, name):
+        return self.io[name][0]
+
+    def get_tensor_dtype(self, name):
+        return self.io[name][1]  # the fake's DataType is the numpy type itself
+
+    def get_tensor_profile_shape(self, name, index):
+        return self.profile
+
+    def create_execution_context(self):
+        self.trt.contexts.append(FakeEngineContext(self))
+        return self.trt.contexts[-1]
+
+
 class FakeTensorRT(types.ModuleType):
-    """The `tensorrt` module surface the backend uses to load an engine."""
+    """The `tensorrt` module surface the backend uses to load an engine.
+
+    ``score_dtype`` is the engine's score output type, ``profile`` its input's (min, opt, max).
+    """
 
     __version__ = "10.13.0.35"
+    TensorIOMode = enum.Enum("TensorIOMode", "INPUT OUTPUT")
 
-    def __init__(self):
+    def __init__(self, score_dtype=np.float32, profile=None):
         super().__init__("tensorrt")
         self.contexts = []
+        modes = self.TensorIOMode
+        io = {
+            "rgb": (modes.INPUT, np.uint8),
+            "labels": (modes.OUTPUT, np.uint8),
+            "score": (modes.OUTPUT, score_dtype),
+            "ood_mask": (modes.OUTPUT, np.uint8),
+        }
+        static = (1, 360, 480, 3)  # the demo bundle's size, as a static engine's only shape
+        self.profile = profile or (static, static, static)
         outer = self
-
-        class Engine:
-            def create_execution_context(self):
-                outer.contexts.append(FakeEngineContext())
-                return outer.contexts[-1]
 
         class Runtime:
             def __init__(self, logger):
                 pass
 
             def deserialize_cuda_engine(self, data):
-                return Engine() if data == b"serialized engine" else None
+                if data != b"serialized engine":
+                    return None
+                return FakeEngine(outer, outer.io, outer.profile)
 
         class Logger:
             WARNING = 2
@@ -156,6 +212,11 @@ class FakeTensorRT(types.ModuleType):
                 pass
 
         self.Runtime, self.Logger = Runtime, Logger
+        self.io = io
+
+    @staticmethod
+    def nptype(dtype):
+        return dtype
 
 
 @pytest.fixture
@@ -168,6 +229,9 @@ def engine_bundle(tmp_path, monkeypatch):
     name = engine_file_name("fp16", "NVIDIA H200", trt.__version__)
     (cache / name).write_bytes(b"serialized engine")
     return trt, cache
+
+
+DYNAMIC_PROFILE = ((1, 64, 64, 3), (1, 360, 480, 3), (1, 1024, 1024, 3))
 
 
 def frame(height=360, width=480, seed=0):
@@ -204,6 +268,7 @@ def test_a_new_input_size_reallocates_the_buffers(engine_bundle, monkeypatch):
     cudart = FakeCudart()
     bundle = load_bundle(DEMO)
     bundle.dynamic_size = True  # as a --dynamic bundle: any frame size
+    trt.profile = DYNAMIC_PROFILE
     backend = backends.TensorRTBackend(
         DEMO, bundle, engine_cache_dir=cache, cuda=CudaRuntime(cudart)
     )
@@ -217,6 +282,76 @@ def test_a_new_input_size_reallocates_the_buffers(engine_bundle, monkeypatch):
     assert len(cudart.memory) == 8  # the old buffers freed (an address may be reused)
     backend.infer(frame(200, 320))
     assert cudart.calls.count("cudaMalloc") == 8  # same size again: nothing allocated
+
+
+def test_a_frame_outside_the_profile_is_refused_not_run_on_stale_buffers(engine_bundle):
+    """set_input_shape's False (TensorRT keeps the old shape) is an error naming the profile."""
+    trt, cache = engine_bundle
+    cudart = FakeCudart()
+    bundle = load_bundle(DEMO)
+    bundle.dynamic_size = True
+    trt.profile = DYNAMIC_PROFILE
+    backend = backends.TensorRTBackend(
+        DEMO, bundle, engine_cache_dir=cache, cuda=CudaRuntime(cudart)
+    )
+    backend.infer(frame(360, 480))
+    with pytest.raises(ValueError, match=r"\(1, 64, 64, 3\) to \(1, 1024, 1024, 3\)"):
+        backend.infer(frame(40, 480))
+    assert backend.buffers is None and len(cudart.memory) == 0  # nothing left to run stale
+    rgb = frame(360, 480, seed=3)
+    labels, _, _ = backend.infer(rgb)  # back inside the profile: runs on fresh buffers
+    np.testing.assert_array_equal(labels, rgb[..., 0])
+    backend.close()
+
+
+def test_an_engine_whose_score_dtype_differs_from_the_bundle_is_refused(tmp_path, monkeypatch):
+    """A float16 bundle with an engine writing a float32 score: 4 bytes into 2-byte buffers."""
+    trt = FakeTensorRT(score_dtype=np.float32)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    (tmp_path / engine_file_name("fp16", "NVIDIA H200", trt.__version__)).write_bytes(
+        b"serialized engine"
+    )
+    bundle = load_bundle(DEMO)
+    bundle.score_dtype = "float16"
+    with pytest.raises(backends.BundleError, match=r"score output float32.*score output float16"):
+        backends.TensorRTBackend(
+            DEMO, bundle, engine_cache_dir=tmp_path, cuda=CudaRuntime(FakeCudart())
+        )
+    trt.io["mask"] = trt.io.pop("ood_mask")  # a renamed output
+    with pytest.raises(backends.BundleError, match="does not match its bundle's I/O"):
+        backends.TensorRTBackend(
+            DEMO, load_bundle(DEMO), engine_cache_dir=tmp_path, cuda=CudaRuntime(FakeCudart())
+        )
+    trt.io["ood_mask"] = trt.io.pop("mask")
+    trt.io["labels"] = (trt.TensorIOMode.INPUT, np.uint8)  # an output the engine reads
+    with pytest.raises(backends.BundleError, match="labels input uint8"):
+        backends.TensorRTBackend(
+            DEMO, load_bundle(DEMO), engine_cache_dir=tmp_path, cuda=CudaRuntime(FakeCudart())
+        )
+
+
+def test_an_engine_shape_that_differs_from_the_buffers_is_refused(engine_bundle, monkeypatch):
+    _, cache = engine_bundle
+    cudart = FakeCudart()
+    backend = backends.TensorRTBackend(
+        DEMO, load_bundle(DEMO), engine_cache_dir=cache, cuda=CudaRuntime(cudart)
+    )
+    monkeypatch.setattr(FakeEngineContext, "get_tensor_shape", lambda self, name: (1, 2, 3))
+    with pytest.raises(RuntimeError, match=r"'rgb' has shape \(1, 2, 3\)"):
+        backend.infer(frame())
+    assert cudart.memory == {}  # the new buffers freed
+
+
+def test_a_refused_tensor_address_is_an_error(engine_bundle, monkeypatch):
+    _, cache = engine_bundle
+    cudart = FakeCudart()
+    backend = backends.TensorRTBackend(
+        DEMO, load_bundle(DEMO), engine_cache_dir=cache, cuda=CudaRuntime(cudart)
+    )
+    monkeypatch.setattr(FakeEngineContext, "set_tensor_address", lambda self, n, p: False)
+    with pytest.raises(RuntimeError, match="refused the address of 'rgb'"):
+        backend.infer(frame())
+    assert cudart.memory == {}
 
 
 def test_a_failed_allocation_frees_what_was_allocated_and_names_the_call():

@@ -22,7 +22,7 @@ from typing import Protocol
 import numpy as np
 
 from nflowjs_perception.bundle import Bundle, BundleError, load_bundle
-from nflowjs_perception.cuda_buffers import CudaRuntime, FrameBuffers
+from nflowjs_perception.cuda_buffers import INPUTS, CudaRuntime, FrameBuffers, tensor_specs
 from nflowjs_perception.tensorrt_engine import (
     INT8_MODEL,
     TensorRTUnavailable,
@@ -186,6 +186,10 @@ def find_or_build_engine(
     return target
 
 
+def _io_text(io: dict[str, tuple[str, np.dtype]]) -> str:
+    return ", ".join(f"{name} {mode} {dtype}" for name, (mode, dtype) in sorted(io.items()))
+
+
 class TensorRTBackend:
     """An engine for this GPU, its I/O in CUDA buffers from cuda-python (no torch).
 
@@ -225,10 +229,36 @@ class TensorRTBackend:
         self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
         if self.engine is None:
             raise BundleError(f"{engine_path} could not be loaded; delete it and build it again")
-        self.context = self.engine.create_execution_context()
         self.bundle, self.device, self.engine_path = bundle, device, engine_path
+        self._check_io(trt)
+        self.context = self.engine.create_execution_context()
         self.stream = self.cuda.create_stream()
         self.buffers: FrameBuffers | None = None
+        self.closed = False
+
+    def _check_io(self, trt) -> None:
+        """The engine's I/O tensors are the bundle's: names, directions and dtypes.
+
+        The buffers are sized from the bundle (``score_dtype``); an engine whose score is fp32
+        where the bundle says fp16 would write 4 bytes a pixel into a 2-byte buffer.
+        """
+        expected = tensor_specs(1, 1, self.bundle.score_dtype)
+        found = {}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            mode = self.engine.get_tensor_mode(name)
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            found[name] = ("input" if mode == trt.TensorIOMode.INPUT else "output", dtype)
+        wanted = {
+            name: ("input" if name in INPUTS else "output", dtype)
+            for name, (_, dtype) in expected.items()
+        }
+        if found != wanted:
+            raise BundleError(
+                f"{self.engine_path} does not match its bundle's I/O: the engine has "
+                f"[{_io_text(found)}], the bundle (score_dtype {self.bundle.score_dtype}) needs "
+                f"[{_io_text(wanted)}]; rebuild the engine from this bundle"
+            )
 
     def infer(self, rgb: np.ndarray):
         _check_frame(self.bundle, rgb)
@@ -248,11 +278,38 @@ class TensorRTBackend:
         if self.buffers is not None:
             self.buffers.free()
             self.buffers = None
-        self.buffers = FrameBuffers(self.cuda, height, width, self.bundle.score_dtype)
-        self.context.set_input_shape("rgb", (1, height, width, 3))
-        for name, pointer in self.buffers.device.items():
-            self.context.set_tensor_address(name, pointer)
-        return self.buffers
+        shape = (1, height, width, 3)
+        if not self.context.set_input_shape("rgb", shape):  # the context keeps its old shape
+            raise ValueError(
+                f"TensorRT engine {self.engine_path.name} refused input shape {shape}: "
+                f"{self._profile_text()}"
+            )
+        buffers = FrameBuffers(self.cuda, height, width, self.bundle.score_dtype)
+        try:
+            for name, host in buffers.host.items():
+                engine_shape = tuple(self.context.get_tensor_shape(name))
+                if engine_shape != host.shape:
+                    raise RuntimeError(
+                        f"TensorRT engine {self.engine_path.name}: tensor {name!r} has shape "
+                        f"{engine_shape} for input {shape}, its buffer {host.shape}"
+                    )
+            for name, pointer in buffers.device.items():
+                if not self.context.set_tensor_address(name, pointer):
+                    raise RuntimeError(
+                        f"TensorRT engine {self.engine_path.name} refused the address of {name!r}"
+                    )
+        except BaseException:
+            buffers.free()
+            raise
+        self.buffers = buffers
+        return buffers
+
+    def _profile_text(self) -> str:
+        try:
+            low, _, high = (tuple(s) for s in self.engine.get_tensor_profile_shape("rgb", 0))
+        except Exception:  # a static engine may have no profile to report
+            return "outside the shapes the engine was built for"
+        return f"its profile accepts {low} to {high} (N, H, W, 3)"
 
     def close(self) -> None:
         if self.buffers is not None:

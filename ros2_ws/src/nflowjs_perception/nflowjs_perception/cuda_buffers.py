@@ -81,17 +81,26 @@ class CudaRuntime:
         self.call("cudaMemcpyAsync", host.ctypes.data, device_ptr, host.nbytes, kind, stream)
 
 
+INPUTS = ("rgb",)  # the engine's I/O tensors: the rest are outputs
+OUTPUTS = ("labels", "score", "ood_mask")
+
+
+def tensor_specs(height: int, width: int, score_dtype: str) -> dict[str, tuple]:
+    """name -> (shape, numpy dtype) of the engine's four tensors at one input size."""
+    return {
+        "rgb": ((1, height, width, 3), np.dtype(np.uint8)),
+        "labels": ((1, height, width), np.dtype(np.uint8)),
+        "score": ((1, height, width), np.dtype(score_dtype)),
+        "ood_mask": ((1, height, width), np.dtype(np.uint8)),
+    }
+
+
 class FrameBuffers:
     """Page-locked host and device buffers of the engine's four tensors at one input size."""
 
     def __init__(self, cuda: CudaRuntime, height: int, width: int, score_dtype: str):
         self.cuda, self.size = cuda, (height, width)
-        specs = {
-            "rgb": ((1, height, width, 3), np.uint8),
-            "labels": ((1, height, width), np.uint8),
-            "score": ((1, height, width), np.dtype(score_dtype)),
-            "ood_mask": ((1, height, width), np.uint8),
-        }
+        specs = tensor_specs(height, width, score_dtype)
         self.host: dict[str, np.ndarray] = {}
         self.device: dict[str, int] = {}
         try:
