@@ -79,13 +79,21 @@ ONNX_TYPES = {
 FAKE_TRT = types.SimpleNamespace(
     float32=FLOAT,
     float16=HALF,
-    LayerType=types.SimpleNamespace(TOPK="TOPK", CONSTANT="CONSTANT", SHAPE="SHAPE", OTHER="OTHER"),
+    LayerType=types.SimpleNamespace(
+        TOPK="TOPK", CONSTANT="CONSTANT", SHAPE="SHAPE", CAST="CAST", OTHER="OTHER"
+    ),
 )
 
 
 class FakeTensor:
-    def __init__(self, name, dtype):
-        self.name, self.dtype = name, dtype
+    def __init__(self, name, dtype, is_network_output=False):
+        self.name, self.dtype, self.is_network_output = name, dtype, is_network_output
+        self.is_shape_tensor = False
+
+
+# ONNX ops whose int inputs after the first are sizes / axes: shape tensors (or attributes) in
+# TensorRT, parameters of the layer rather than data it computes on
+SHAPE_PARAMETERS = {"Resize", "ReduceSum", "ReduceMean", "ReduceMax", "Reshape", "Unsqueeze"}
 
 
 class FakeLayer:
@@ -93,7 +101,7 @@ class FakeLayer:
 
     def __init__(self, name, op, inputs, outputs):
         self.name, self.op, self.inputs, self.outputs = name, op, inputs, outputs
-        types_ = {"ArgMax": "TOPK", "Constant": "CONSTANT", "Shape": "SHAPE"}
+        types_ = {"ArgMax": "TOPK", "Constant": "CONSTANT", "Shape": "SHAPE", "Cast": "CAST"}
         self.type = types_.get(op, "OTHER")
         self.precision, self.output_types = None, {}
         self.num_inputs, self.num_outputs = len(inputs), len(outputs)
@@ -119,10 +127,12 @@ class FakeNetwork:
             for v in [*graph.input, *graph.value_info, *graph.output]
         }
         dtype |= {i.name: ONNX_TYPES.get(i.data_type, FLOAT) for i in graph.initializer}
-        tensors = {}
+        tensors, outputs = {}, {o.name for o in graph.output}
 
         def tensor(name):
-            return tensors.setdefault(name, FakeTensor(name, dtype.get(name, FLOAT)))
+            return tensors.setdefault(
+                name, FakeTensor(name, dtype.get(name, FLOAT), name in outputs)
+            )
 
         self.layers = [
             FakeLayer(f"init:{i.name}", "Constant", [], [tensor(i.name)]) for i in graph.initializer
@@ -136,10 +146,22 @@ class FakeNetwork:
                     [tensor(n) for n in node.output],
                 )
             )
+        for layer in self.layers:
+            if layer.op in SHAPE_PARAMETERS | {"Expand", "Slice", "Squeeze", "Tile"}:
+                for t in layer.inputs[1:]:
+                    if t is not None and t.dtype == INT:
+                        t.is_shape_tensor = True
         self.num_layers = len(self.layers)
 
     def get_layer(self, i):
         return self.layers[i]
+
+
+def is_float_layer(layer) -> bool:
+    """No int / bool data in or out (shape-tensor parameters aside; an arg-max: its input)."""
+    data = [t for t in layer.inputs if t is not None and not t.is_shape_tensor]
+    tensors = data[:1] if layer.op == "ArgMax" else data + layer.outputs
+    return all(t.dtype in (FLOAT, HALF) for t in tensors)
 
 
 def test_the_head_layers_of_the_real_graph_are_pinned_to_fp32(tmp_path):
@@ -151,22 +173,48 @@ def test_the_head_layers_of_the_real_graph_are_pinned_to_fp32(tmp_path):
     pinned = set(keep_head_in_fp32(network, FAKE_TRT))
     layers = {layer.name: layer for layer in network.layers}
     ops = {layers[name].op for name in pinned}
-    # the head (arg-max, softmax, logs, the JSD's sums, the threshold) and the logits' upsampling
+    # the head (arg-max, softmax, logs, the JSD's sums) and the logits' upsampling
     head_ops = {"Resize", "ArgMax", "Div", "LogSoftmax", "Exp", "Log", "ReduceMean", "ReduceSum"}
-    assert head_ops | {"GreaterOrEqual", "Sub", "Mul", "Add", "Cast", "Constant"} >= ops >= head_ops
+    assert head_ops | {"Sub", "Mul", "Add", "Constant"} >= ops >= head_ops
     assert "Conv" not in ops  # the network itself stays free for fp16 / INT8
     for name in pinned:
         layer = layers[name]
-        if layer.type != "SHAPE":
-            assert layer.precision == FLOAT, name
+        assert layer.precision == FLOAT, name
         for j, out in enumerate(layer.outputs):
-            if out.dtype in (FLOAT, HALF):
+            if out.dtype in (FLOAT, HALF) and not out.is_network_output:
                 assert layer.output_types[j] == FLOAT, name
     score = next(layer for layer in network.layers if "score" in [o.name for o in layer.outputs])
-    assert score.name in pinned
-    assert "GreaterOrEqual" in ops  # the threshold
+    assert score.name in pinned  # computed in fp32, its output type left as the bundle says
+    assert score.output_types == {}
     constants = [n for n in pinned if layers[n].type == "CONSTANT"]
     assert constants  # T, 1/K, log K, the threshold: read by the head, pinned with it
+
+
+@pytest.mark.parametrize("score_dtype", ["float32", "float16"])
+def test_integer_and_cast_layers_and_network_outputs_are_left_alone(tmp_path, score_dtype):
+    """TensorRT refuses fp32 on INT32 / bool layers (NVIDIA/TensorRT#3177): none is pinned."""
+    from test_export import small_checkpoint
+
+    checkpoint = small_checkpoint(tmp_path / "model.pt")
+    bundle = export_onnx(
+        checkpoint, tmp_path / "b", 64, 96, 0.6, score_dtype=score_dtype, torch_model=False
+    )
+    network = FakeNetwork(onnx.load(str(bundle / "model.onnx")))
+    pinned = set(keep_head_in_fp32(network, FAKE_TRT))
+    integer = [layer for layer in network.layers if not is_float_layer(layer)]
+    # the arg-max's int indices, the uint8 casts, the threshold's bool: all in the head
+    assert {"Cast", "GreaterOrEqual"} <= {layer.op for layer in integer}
+    for layer in integer + [layer for layer in network.layers if layer.op == "Cast"]:
+        if layer.op == "ArgMax":
+            continue  # a TopK on float logits: pinned, its int32 indices untouched
+        assert layer.name not in pinned and layer.precision is None, layer.name
+        assert layer.output_types == {}, layer.name
+    for layer in network.layers:
+        for j, out in enumerate(layer.outputs):
+            if out.is_network_output:
+                assert j not in layer.output_types, (layer.name, out.name)
+    arg_max = next(layer for layer in network.layers if layer.op == "ArgMax")
+    assert arg_max.name in pinned and arg_max.output_types == {}
 
 
 def test_a_graph_without_an_arg_max_is_refused():

@@ -48,9 +48,18 @@ def keep_head_in_fp32(network, trt) -> list[str]:
 
     The head is every layer downstream of the logits, the input of the graph's one arg-max (an
     ONNX ArgMax is a TopK layer in TensorRT); the layer producing the logits (the last
-    upsampling) and constants the head reads (temperature, threshold, log K) are pinned too, so
-    nothing in the score's path is rounded to fp16. Layers come in topological order, so one pass
-    finds them. Returns the pinned layers' names.
+    upsampling) and constants the head reads (temperature, threshold, log K) are candidates too,
+    so nothing in the score's path is rounded to fp16. Layers come in topological order, so one
+    pass finds them.
+
+    Only float layers are pinned: TensorRT refuses fp32 precision on layers with INT32 / bool
+    tensors under OBEY_PRECISION_CONSTRAINTS (NVIDIA/TensorRT#3177), so a layer is pinned only
+    when all its inputs and outputs are float (a TopK when its input is: its indices are
+    int32; shape tensors, such as a dynamic Resize's output size, are parameters, not data).
+    Cast layers are left alone (their output type is what they do), and so are the types of
+    network outputs (the bundle's contract: uint8 labels and mask, score_dtype score). The
+    threshold's comparison (bool out) is not pinned: it reads the pinned fp32 score.
+    Returns the pinned layers' names.
     """
     layers = [network.get_layer(i) for i in range(network.num_layers)]
     arg_max = [layer for layer in layers if layer.type == trt.LayerType.TOPK]
@@ -63,27 +72,45 @@ def keep_head_in_fp32(network, trt) -> list[str]:
         layer.get_output(j).name: layer for layer in layers for j in range(layer.num_outputs)
     }
     logits = arg_max[0].get_input(0).name
-    head, pinned = {logits}, {}
+    head, candidates = {logits}, {}
     if logits in producer:
-        pinned[producer[logits].name] = producer[logits]
+        candidates[producer[logits].name] = producer[logits]
     for layer in layers:
         inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
         if not any(t is not None and t.name in head for t in inputs):
             continue
-        pinned[layer.name] = layer
+        candidates[layer.name] = layer
         head |= {layer.get_output(j).name for j in range(layer.num_outputs)}
         for t in inputs:
             source = producer.get(t.name) if t is not None else None
             if source is not None and source.type == trt.LayerType.CONSTANT:
-                pinned[source.name] = source
-    for layer in pinned.values():
-        if layer.type == trt.LayerType.SHAPE:  # integer shape arithmetic: nothing to pin
+                candidates[source.name] = source
+    pinned = []
+    for layer in candidates.values():
+        if layer.type == trt.LayerType.CAST or not _all_float(layer, trt):
             continue
         layer.precision = trt.float32
         for j in range(layer.num_outputs):
-            if layer.get_output(j).dtype in (trt.float16, trt.float32):
+            output = layer.get_output(j)
+            if not output.is_network_output and _is_float(output, trt):
                 layer.set_output_type(j, trt.float32)
-    return list(pinned)
+        pinned.append(layer.name)
+    return pinned
+
+
+def _is_float(tensor, trt) -> bool:
+    return tensor.dtype in (trt.float16, trt.float32)
+
+
+def _all_float(layer, trt) -> bool:
+    """Whether fp32 precision can be asked of ``layer``: no integer or bool tensors in it."""
+    inputs = [layer.get_input(j) for j in range(layer.num_inputs)]
+    inputs = [t for t in inputs if t is not None]  # optional inputs left empty
+    if layer.type == trt.LayerType.TOPK:  # values and int32 indices out: its input decides
+        return bool(inputs) and _is_float(inputs[0], trt)
+    data = [t for t in inputs if not getattr(t, "is_shape_tensor", False)]
+    outputs = [layer.get_output(j) for j in range(layer.num_outputs)]
+    return all(_is_float(t, trt) for t in data + outputs)
 
 
 def build_serialized_engine(
