@@ -505,3 +505,50 @@ def test_integer_heatmaps_round_to_nearest_and_saturate_exactly(encoding, dtype,
     k = np.tile(np.arange(scale), 3)  # each half-way point's lower integer
     assert set(exact[: 3 * scale] - k) == {0.0, 1.0}  # rounded down and up near the .5 points
     assert post.heatmap(near[None], "32FC1").tobytes() == near.tobytes()
+
+
+def test_cleanup_and_shutdown_close_the_backend(ros, camvid_bundle, monkeypatch):
+    """The backend's close() (TensorRT: CUDA buffers, stream) runs on each release, once the
+    worker is joined; a backend without close() is simply dropped."""
+    from nflowjs_perception import perception_node
+
+    opened = []
+
+    class RecordingBackend:
+        def __init__(self, backend):
+            self.backend, self.closed = backend, 0
+            self.name, self.device, self.bundle = backend.name, backend.device, backend.bundle
+
+        def infer(self, rgb):
+            return self.backend.infer(rgb)
+
+        def close(self):
+            self.closed += 1
+
+    real_open = perception_node.open_backend
+
+    def recording_open(*args, **kwargs):
+        opened.append(RecordingBackend(real_open(*args, **kwargs)))
+        return opened[-1]
+
+    monkeypatch.setattr(perception_node, "open_backend", recording_open)
+    node = perception_node.PerceptionNode(
+        parameter_overrides=[
+            Parameter("model", value=str(camvid_bundle)),
+            Parameter("backend", value="onnxruntime"),
+        ]
+    )
+    try:
+        for _ in range(2):  # configure / cleanup cycles: each backend closed, none leaked
+            node.trigger_configure()
+            node.trigger_activate()
+            node.trigger_deactivate()
+            assert opened[-1].closed == 0  # inactive keeps the model
+            node.trigger_cleanup()
+            assert node.state == "unconfigured" and opened[-1].closed == 1
+        node.trigger_configure()
+        node.trigger_activate()
+        node.close()  # shutdown from active: worker joined, then the backend closed
+        assert [b.closed for b in opened] == [1, 1, 1]
+    finally:
+        node.destroy_node()

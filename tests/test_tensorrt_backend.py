@@ -261,6 +261,10 @@ def test_buffers_are_allocated_once_and_outputs_come_back_through_them(engine_bu
     backend.close()
     assert cudart.memory == {}  # every buffer freed
     assert cudart.calls[-1] == "cudaStreamDestroy"
+    with pytest.raises(RuntimeError, match="backend is closed"):
+        backend.infer(frame())  # not on freed buffers
+    backend.close()  # twice: nothing freed twice
+    assert cudart.calls.count("cudaStreamDestroy") == 1
 
 
 def test_a_new_input_size_reallocates_the_buffers(engine_bundle, monkeypatch):

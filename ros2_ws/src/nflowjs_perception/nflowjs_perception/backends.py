@@ -261,6 +261,8 @@ class TensorRTBackend:
             )
 
     def infer(self, rgb: np.ndarray):
+        if self.closed:
+            raise RuntimeError("this TensorRT backend is closed: its CUDA buffers are freed")
         _check_frame(self.bundle, rgb)
         buffers = self._buffers_for(*rgb.shape[:2])
         np.copyto(buffers.host["rgb"][0], rgb)
@@ -312,6 +314,8 @@ class TensorRTBackend:
         return f"its profile accepts {low} to {high} (N, H, W, 3)"
 
     def close(self) -> None:
+        """Free the buffers and the stream; ``infer`` is an error afterwards. Idempotent."""
+        self.closed = True
         if self.buffers is not None:
             self.buffers.free()
             self.buffers = None

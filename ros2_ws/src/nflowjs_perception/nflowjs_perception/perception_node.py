@@ -165,7 +165,8 @@ class PerceptionNode(LifecycleNode):
         try:
             self._open_backend()
         except StartupError as error:
-            self.backend = self.bundle = None
+            self._close_backend()  # opened, then refused (a temperature the graph cannot take)
+            self.bundle = None
             return self._failed("configure", error)
         self.transition_error = ""
         self.post = Postprocessor(self.bundle)
@@ -296,8 +297,29 @@ class PerceptionNode(LifecycleNode):
         )
 
     def _release(self) -> None:
-        self.backend = self.bundle = self.post = None
+        self._close_backend()
+        self.bundle = self.post = None
         self._camera_info, self._camera_info_missing_said = None, False
+
+    def _close_backend(self) -> None:
+        """Drop the backend and free what it holds (TensorRT: CUDA buffers and stream).
+
+        Only once the worker is joined: the outputs it publishes are views of those buffers. A
+        worker that outlived its join keeps the backend; it is dropped unclosed then.
+        """
+        backend, self.backend = self.backend, None
+        close = getattr(backend, "close", None)
+        if close is None:
+            return
+        if self._worker is not None:
+            self.get_logger().warning(
+                "the backend is not closed: the frame in work still uses its buffers"
+            )
+            return
+        try:
+            close()
+        except Exception as error:  # a failed free must not fail the transition
+            self.get_logger().error(f"closing the backend failed: {error}")
 
     def close(self) -> None:
         """Stop and release everything (the shutdown transition where the state allows one)."""
