@@ -535,3 +535,13 @@ def test_the_shipped_demo_bundle_is_the_shipped_checkpoint_exported():
         ref_labels, ref_score, _ = reference(torch.from_numpy(frame)[None])
     assert (labels == ref_labels[0].numpy()).mean() > 0.999
     assert np.abs(score - ref_score[0].numpy()).max() < 1e-3
+
+
+def test_cli_export_tensorrt_passes_the_max_input_size(bundle, monkeypatch, capsys):
+    from nflowjs_export import tensorrt_build
+
+    calls = []
+    monkeypatch.setattr(tensorrt_build, "build_engine", lambda *a: calls.append(a) or "engine")
+    main(["export", "tensorrt", "--bundle", str(bundle), "--max-input-size", "720x1280"])
+    main(["export", "tensorrt", "--bundle", str(bundle)])
+    assert [c[-1] for c in calls] == [(720, 1280), None]  # None: 2048x2048 (profile_max)

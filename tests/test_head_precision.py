@@ -22,7 +22,11 @@ from nflowjs.checkpoint import load_checkpoint
 from nflowjs.scores import jsd_ood_score
 from nflowjs_export.onnx_export import export_onnx, frame_model
 from nflowjs_perception.backends import open_backend
-from nflowjs_perception.tensorrt_engine import build_serialized_engine, keep_head_in_fp32
+from nflowjs_perception.tensorrt_engine import (
+    build_serialized_engine,
+    keep_head_in_fp32,
+    profile_max,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT = 1e-3  # bundle score vs torch fp32
@@ -231,6 +235,8 @@ class FakeBuilderTensorRT(types.SimpleNamespace):
         config = types.SimpleNamespace(flags=set(), calibrator="never set")
         config.set_memory_pool_limit = lambda pool, size: None
         config.set_flag = config.flags.add
+        config.profiles = []
+        config.add_optimization_profile = config.profiles.append
         config.create_timing_cache = lambda data: b"cache"
         config.set_timing_cache = lambda cache, ignore_mismatch: None
         built = {}
@@ -255,6 +261,12 @@ class FakeBuilderTensorRT(types.SimpleNamespace):
 
             def create_builder_config(self):
                 return config
+
+            def create_optimization_profile(self):
+                shapes = {}
+                return types.SimpleNamespace(
+                    shapes=shapes, set_shape=lambda name, *s: shapes.__setitem__(name, s)
+                )
 
             def build_serialized_network(self, network, config):
                 return b"engine"
@@ -292,3 +304,24 @@ def test_engine_flags_per_precision(tmp_path, monkeypatch, precision, flags, pin
     assert trt.config.flags == flags and trt.config.calibrator == "never set"
     softmax = next(layer for layer in trt.built["network"].layers if layer.op == "LogSoftmax")
     assert (softmax.precision == FLOAT) is pinned
+
+
+def test_the_dynamic_profile_max_is_2048_unless_told(tmp_path, monkeypatch):
+    """TensorRT reserves memory for the profile's max: 4096x4096 cost 1.2 GB a 19-class tensor."""
+    from test_export import small_checkpoint
+
+    trt = FakeBuilderTensorRT()
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    bundle = export_onnx(small_checkpoint(tmp_path / "m.pt"), tmp_path / "b", 64, 96, 0.6)
+    build_serialized_engine(bundle / "model.onnx", "fp16", (64, 96))
+    assert trt.config.profiles[-1].shapes["rgb"] == (
+        (1, 64, 64, 3),
+        (1, 64, 96, 3),
+        (1, 2048, 2048, 3),
+    )
+    build_serialized_engine(bundle / "model.onnx", "fp16", (64, 96), max_input_size=(720, 1280))
+    assert trt.config.profiles[-1].shapes["rgb"][2] == (1, 720, 1280, 3)
+    with pytest.raises(ValueError, match="at least the bundle's 64x96 and at most 4096"):
+        build_serialized_engine(bundle / "model.onnx", "fp16", (64, 96), max_input_size=(64, 64))
+    assert len(trt.config.profiles) == 2
+    assert profile_max((2160, 3840)) == (2160, 3840)  # a bundle larger than the default

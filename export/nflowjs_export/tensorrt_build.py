@@ -39,8 +39,13 @@ def build_engine(
     precision: str = "fp16",
     workspace_gib: float = 4.0,
     timing_cache: str | Path | None = None,
+    max_input_size: tuple[int, int] | None = None,
 ) -> Path:
-    """Build an engine for this GPU from the bundle's ONNX graph and add it to the bundle."""
+    """Build an engine for this GPU from the bundle's ONNX graph and add it to the bundle.
+
+    A dynamic bundle's engine takes frames up to ``max_input_size`` (H, W; default 2048x2048,
+    or the bundle's size where larger): TensorRT sizes its memory for the largest.
+    """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
     bundle_dir = Path(bundle_dir)
@@ -63,6 +68,7 @@ def build_engine(
         (bundle.height, bundle.width) if bundle.dynamic_size else None,
         workspace_gib,
         Path(timing_cache) if timing_cache else None,
+        max_input_size,
     )
     name = engine_file_name(precision, gpu, trt.__version__)
     with tempfile.TemporaryDirectory() as tmp:

@@ -121,7 +121,13 @@ def _export(args) -> None:
         if args.via == "torch-tensorrt":
             path = build_with_torch_tensorrt(args.bundle, args.precision)
         else:
-            path = build_engine(args.bundle, args.precision, args.workspace_gib, args.timing_cache)
+            path = build_engine(
+                args.bundle,
+                args.precision,
+                args.workspace_gib,
+                args.timing_cache,
+                _size(args.max_input_size) if args.max_input_size else None,
+            )
         print(f"wrote {path}")
 
 
@@ -253,6 +259,11 @@ def main(argv: list[str] | None = None) -> None:
     trt.add_argument("--calibration-images", help=argparse.SUPPRESS)  # moved to export int8
     trt.add_argument("--workspace-gib", type=float, default=4.0)
     trt.add_argument("--timing-cache", help="file to reuse and update between builds")
+    trt.add_argument(
+        "--max-input-size",
+        help="dynamic bundles: the largest frame HEIGHTxWIDTH the engine takes (default "
+        "2048x2048, or the bundle's size where larger; TensorRT reserves memory for it)",
+    )
     trt.add_argument("--via", choices=["tensorrt", "torch-tensorrt"], default="tensorrt")
     export.set_defaults(run=_export)
 

@@ -17,6 +17,26 @@ INSTALL_HINT = (
 )
 PRECISIONS = ("fp32", "fp16", "int8")
 INT8_MODEL = "model.int8.onnx"  # the Q/DQ graph INT8 engines are built from
+# A dynamic engine's largest frame, per side, unless told: TensorRT reserves activation memory
+# for the profile's max (a 19-class fp32 tensor is 0.3 GB at 2048x2048, 1.2 GB at 4096x4096).
+DEFAULT_MAX_SIDE = 2048
+GRAPH_SIDES = (64, 4096)  # what a dynamic bundle's ONNX graph accepts per side
+
+
+def profile_max(
+    input_size: tuple[int, int], max_input_size: tuple[int, int] | None = None
+) -> tuple[int, int]:
+    """The largest (H, W) a dynamic engine takes: ``max_input_size``, else 2048x2048 (or the
+    bundle's size where larger); never below the bundle's size nor beyond the graph's 4096."""
+    if max_input_size is None:
+        return (max(input_size[0], DEFAULT_MAX_SIDE), max(input_size[1], DEFAULT_MAX_SIDE))
+    high = GRAPH_SIDES[1]
+    if not all(i <= m <= high for i, m in zip(input_size, max_input_size, strict=True)):
+        raise ValueError(
+            f"max input size {max_input_size[0]}x{max_input_size[1]}: must be at least the "
+            f"bundle's {input_size[0]}x{input_size[1]} and at most {high} per side"
+        )
+    return tuple(max_input_size)
 
 
 def onnx_file_for(precision: str, model_file: str) -> str:
@@ -119,14 +139,19 @@ def build_serialized_engine(
     input_size: tuple[int, int] | None = None,
     workspace_gib: float = 4.0,
     timing_cache: Path | None = None,
+    max_input_size: tuple[int, int] | None = None,
 ) -> bytes:
     """Parse ``onnx_file`` and build an engine; ``input_size`` (H, W) adds a dynamic profile.
+
+    The profile runs from 64x64 to ``max_input_size`` (default: ``profile_max``), optimised
+    for ``input_size``; a frame beyond it is refused at run time, naming the profile.
 
     INT8 is explicit quantisation: ``onnx_file`` must be the Q/DQ graph (``model.int8.onnx``,
     from ``nflowjs export int8``); its scales are in the graph, so no calibrator runs here.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision {precision!r}: use fp32, fp16 or int8")
+    largest = profile_max(input_size, max_input_size) if input_size is not None else None
     trt = import_tensorrt()
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
@@ -148,8 +173,9 @@ def build_serialized_engine(
         config.set_flag(trt.BuilderFlag.INT8)
     if input_size is not None:
         profile = builder.create_optimization_profile()
-        # the sizes the dynamic ONNX graph accepts (64 to 4096 per side), optimised for the bundle's
-        profile.set_shape("rgb", (1, 64, 64, 3), (1, *input_size, 3), (1, 4096, 4096, 3))
+        # from the graph's smallest size to `largest`, optimised for the bundle's
+        low = GRAPH_SIDES[0]
+        profile.set_shape("rgb", (1, low, low, 3), (1, *input_size, 3), (1, *largest, 3))
         config.add_optimization_profile(profile)
     cache = config.create_timing_cache(
         timing_cache.read_bytes() if timing_cache and timing_cache.exists() else b""
