@@ -236,6 +236,21 @@ def test_bench_prints_a_table(bundle):
     assert "| onnxruntime |" in table and "96x128" in table
 
 
+def test_bench_reports_the_device_the_runner_got(bundle, capsys):
+    """Asked for cuda, ONNX Runtime without its CUDA provider runs on the CPU: say so."""
+    import onnxruntime as ort
+
+    row = bench(bundle, "onnxruntime", "cuda", iterations=2, warmup=1)
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        assert (row["device"], row["provider"]) == ("cuda", "CUDAExecutionProvider")
+    else:
+        assert (row["device"], row["provider"]) == ("cpu", "CPUExecutionProvider")
+        assert "| cpu (CPUExecutionProvider) |" in format_table([row])
+    with pytest.raises(SystemExit):
+        main(["bench", "--bundle", str(bundle), "--precision", "int4"])
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
 def test_engine_names_carry_precision_gpu_and_version():
     name = engine_file_name("fp16", "NVIDIA H100 80GB HBM3", "10.3.0.26")
     assert name == "model.fp16.nvidia-h100-80gb-hbm3.trt10.3.engine"

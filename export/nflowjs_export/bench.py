@@ -46,7 +46,9 @@ def bench(
     p50, p90, p99 = np.percentile(latencies, [50, 90, 99])
     return {
         "backend": runner.name + (f" {precision}" if precision else ""),
-        "device": device or ("cuda" if backend == "tensorrt" else "cpu"),
+        # what the runner really got: ONNX Runtime falls back to the CPU without an error
+        "device": runner.device,
+        "provider": getattr(runner, "provider", ""),
         "size": f"{size[0]}x{size[1]}",
         "iterations": iterations,
         "p50_ms": float(p50),
@@ -81,11 +83,16 @@ def format_table(rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['backend']} | {r['device']} | {r['size']} | {r['p50_ms']:.1f} "
+            f"| {r['backend']} | {_device_text(r)} | {r['size']} | {r['p50_ms']:.1f} "
             f"| {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | {r['fps']:.1f} "
             f"| {100 * r['label_agreement']:.3f} % | {r['score_max_abs_error']:.1e} |"
         )
     return "\n".join(lines)
+
+
+def _device_text(row: dict) -> str:
+    provider = row.get("provider", "")
+    return f"{row['device']} ({provider})" if provider else row["device"]
 
 
 def random_weight_bundle(preset: str, height: int, width: int, folder: Path) -> Path:

@@ -281,7 +281,9 @@ def main(argv: list[str] | None = None) -> None:
     benchmark.add_argument("--device", help="cpu or cuda (default: the backend's)")
     benchmark.add_argument("--iterations", type=int, default=50)
     benchmark.add_argument(
-        "--precision", help="int8: ONNX Runtime runs model.int8.onnx; TensorRT an int8 engine"
+        "--precision",
+        choices=["fp32", "fp16", "int8"],
+        help="int8: ONNX Runtime runs model.int8.onnx; TensorRT an int8 engine",
     )
     benchmark.set_defaults(run=_bench)
 
