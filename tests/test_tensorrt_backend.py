@@ -365,6 +365,27 @@ def test_a_failed_allocation_frees_what_was_allocated_and_names_the_call():
     assert cudart.memory == {}
 
 
+def test_a_failed_free_frees_the_rest_and_nothing_twice():
+    cudart = FakeCudart()
+    buffers = FrameBuffers(CudaRuntime(cudart), 64, 64, "float32")
+    failing = buffers.device["labels"]
+    real_free = cudart.cudaFree
+
+    def cuda_free(pointer):
+        if pointer == failing:
+            cudart.calls.append("cudaFree")
+            return (FakeError.cudaErrorMemoryAllocation,)
+        return real_free(pointer)
+
+    cudart.cudaFree = cuda_free
+    with pytest.raises(CudaError, match="cudaFree failed"):
+        buffers.free()
+    assert set(cudart.memory) == {failing}  # all the others freed
+    calls = len(cudart.calls)
+    buffers.free()  # again: nothing left to free, no double free
+    assert len(cudart.calls) == calls and buffers.host == {} and buffers.device == {}
+
+
 def test_no_gpu_is_named_with_the_fix():
     with pytest.raises(
         TensorRTUnavailable, match=r"none is usable .*cudaErrorNoDevice.*--gpus all"

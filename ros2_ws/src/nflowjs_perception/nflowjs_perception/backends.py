@@ -316,12 +316,14 @@ class TensorRTBackend:
     def close(self) -> None:
         """Free the buffers and the stream; ``infer`` is an error afterwards. Idempotent."""
         self.closed = True
-        if self.buffers is not None:
-            self.buffers.free()
-            self.buffers = None
-        if self.stream is not None:
-            self.cuda.call("cudaStreamDestroy", self.stream)
-            self.stream = None
+        buffers, self.buffers = self.buffers, None
+        stream, self.stream = self.stream, None
+        try:
+            if buffers is not None:
+                buffers.free()
+        finally:  # the stream too when a buffer's free failed
+            if stream is not None:
+                self.cuda.call("cudaStreamDestroy", stream)
 
 
 def open_backend(

@@ -118,11 +118,20 @@ class FrameBuffers:
         return sum(a.nbytes for a in self.host.values())
 
     def free(self) -> None:
-        for array in self.host.values():
-            self.cuda.call("cudaFreeHost", array.ctypes.data)
-        for pointer in self.device.values():
-            self.cuda.call("cudaFree", pointer)
+        """Free every buffer, each on its own: one failed free neither leaks the others nor
+        leaves them to be freed twice (the dicts are emptied first). Raises the first error."""
+        host, device = self.host, self.device
         self.host, self.device = {}, {}
+        first: CudaError | None = None
+        calls = [("cudaFreeHost", a.ctypes.data) for a in host.values()]
+        calls += [("cudaFree", pointer) for pointer in device.values()]
+        for name, pointer in calls:
+            try:
+                self.cuda.call(name, pointer)
+            except CudaError as error:
+                first = first or error
+        if first is not None:
+            raise first
 
 
 def _host_array(pointer: int, shape: tuple[int, ...], dtype) -> np.ndarray:
