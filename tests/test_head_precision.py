@@ -79,6 +79,7 @@ ONNX_TYPES = {
     onnx.TensorProto.INT32: INT,
     onnx.TensorProto.BOOL: BOOL,
     onnx.TensorProto.UINT8: UINT8,
+    onnx.TensorProto.INT8: "int8",
 }
 FAKE_TRT = types.SimpleNamespace(
     float32=FLOAT,
@@ -232,7 +233,7 @@ class FakeBuilderTensorRT(types.SimpleNamespace):
     FakeNetwork of the real ONNX file, so the head pinning runs on the real graph."""
 
     def __init__(self):
-        config = types.SimpleNamespace(flags=set(), calibrator="never set")
+        config = types.SimpleNamespace(flags=set())
         config.set_memory_pool_limit = lambda pool, size: None
         config.set_flag = config.flags.add
         config.profiles = []
@@ -294,16 +295,30 @@ class FakeBuilderTensorRT(types.SimpleNamespace):
     ],
 )
 def test_engine_flags_per_precision(tmp_path, monkeypatch, precision, flags, pinned):
-    """fp16 / int8: the head pinned and OBEY_PRECISION_CONSTRAINTS set; no INT8 calibrator."""
-    from test_export import small_checkpoint
+    """fp16 / int8: the head pinned and OBEY_PRECISION_CONSTRAINTS set; int8 is built from the
+    bundle's Q/DQ graph (model.int8.onnx) with no INT8 calibrator."""
+    from test_export import calibration_folder, small_checkpoint
 
+    from nflowjs_perception.tensorrt_engine import onnx_file_for
+
+    bundle = export_onnx(small_checkpoint(tmp_path / "m.pt"), tmp_path / "b", 64, 64, 0.6)
+    if precision == "int8":
+        pytest.importorskip("modelopt.onnx.quantization", exc_type=ImportError)
+        from nflowjs_export.quantize import quantize_bundle
+
+        quantize_bundle(bundle, calibration_folder(tmp_path / "frames"))
     trt = FakeBuilderTensorRT()
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
-    bundle = export_onnx(small_checkpoint(tmp_path / "m.pt"), tmp_path / "b", 64, 64, 0.6)
-    assert build_serialized_engine(bundle / "model.onnx", precision) == b"engine"
-    assert trt.config.flags == flags and trt.config.calibrator == "never set"
-    softmax = next(layer for layer in trt.built["network"].layers if layer.op == "LogSoftmax")
+    source = bundle / onnx_file_for(precision, "model.onnx")
+    assert build_serialized_engine(source, precision) == b"engine"
+    assert trt.config.flags == flags
+    assert not hasattr(trt.config, "int8_calibrator")  # explicit quantisation: scales in graph
+    layers = trt.built["network"].layers
+    softmax = next(layer for layer in layers if layer.op == "LogSoftmax")
     assert (softmax.precision == FLOAT) is pinned
+    qdq = [layer for layer in layers if layer.op in ("QuantizeLinear", "DequantizeLinear")]
+    assert bool(qdq) is (precision == "int8")  # the Q/DQ graph reached the builder
+    assert all(layer.precision is None and not layer.output_types for layer in qdq)
 
 
 def test_the_dynamic_profile_max_is_2048_unless_told(tmp_path, monkeypatch):
