@@ -29,6 +29,21 @@ RNG = np.random.default_rng(0)
 RGB = RNG.integers(0, 256, (5, 7, 3), dtype=np.uint8)
 
 
+class SlowBackend:
+    """Wraps a backend: ``busy`` is set when a frame starts, which then waits for ``release``."""
+
+    name, device = "slow", "cpu"
+
+    def __init__(self, backend, busy, release, wait_s: float):
+        self.backend, self.bundle = backend, backend.bundle
+        self.busy, self.release, self.wait_s = busy, release, wait_s
+
+    def infer(self, rgb):
+        self.busy.set()
+        self.release.wait(self.wait_s)
+        return self.backend.infer(rgb)
+
+
 @pytest.mark.parametrize(
     ("encoding", "pixels"),
     [
@@ -296,15 +311,7 @@ def check_drops_are_counted(node, frame):
     run = node._run  # the worker's own references, for this activation
     real_backend = run.backend
 
-    class SlowBackend:
-        name, bundle, device = "slow", real_backend.bundle, "cpu"
-
-        def infer(self, rgb):
-            busy.set()
-            release.wait(10)
-            return real_backend.infer(rgb)
-
-    run.backend = SlowBackend()
+    run.backend = SlowBackend(real_backend, busy, release, 10)
     receive = node._receiver(lambda msg: frame, run.mailbox)
     dropped = node.stats.counts["dropped"]
     try:
@@ -358,15 +365,7 @@ def check_a_frame_slower_than_the_join_timeout_fails_deactivate(node, frame, mon
     run = node._run
     real_backend = run.backend
 
-    class SlowBackend:
-        name, bundle, device = "slow", real_backend.bundle, "cpu"
-
-        def infer(self, rgb):
-            busy.set()
-            release.wait(20)
-            return real_backend.infer(rgb)
-
-    run.backend = SlowBackend()
+    run.backend = SlowBackend(real_backend, busy, release, 20)
     node._receiver(lambda msg: frame, run.mailbox)(image_message(frame, "rgb8", 1, "cam"))
     try:
         assert busy.wait(10)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -138,6 +139,23 @@ def check_outputs(outputs: dict, msg: Image) -> None:
     assert 0.0 <= heat.min() and heat.max() <= 1.0
     assert set(np.unique(np.frombuffer(outputs["obstacle_mask"].data, np.uint8))) <= {0, 255}
     assert len(outputs["overlay"].data) == msg.height * msg.width * 3
+
+
+def truncated_onnx_bundle(bundle: Path, dest: Path) -> Path:
+    """A copy of ``bundle`` whose model.onnx is cut short, its hash updated: only ONNX Runtime
+    can tell it is broken."""
+    import json
+    import shutil
+
+    from nflowjs_perception.bundle import sha256_file
+
+    copy = shutil.copytree(bundle, dest)
+    onnx = copy / "model.onnx"
+    onnx.write_bytes(onnx.read_bytes()[:1000])
+    meta = json.loads((copy / "bundle.json").read_text())
+    meta["files"]["model.onnx"] = sha256_file(onnx)
+    (copy / "bundle.json").write_text(json.dumps(meta))
+    return copy
 
 
 def test_camvid_frames_give_every_output_with_the_input_header(node, listener):
@@ -728,17 +746,7 @@ def test_lifecycle_transitions_start_and_stop_input_and_outputs(
 def test_a_failed_configure_leaves_the_managed_node_unconfigured_and_says_why(
     ros, ros_install, camvid_bundle, tmp_path
 ):
-    import json
-    import shutil
-
-    from nflowjs_perception.bundle import sha256_file
-
-    copy = shutil.copytree(camvid_bundle, tmp_path / "bundle")
-    onnx = copy / "model.onnx"
-    onnx.write_bytes(onnx.read_bytes()[:1000])  # hash updated: only ONNX Runtime can tell
-    meta = json.loads((copy / "bundle.json").read_text())
-    meta["files"]["model.onnx"] = sha256_file(onnx)
-    (copy / "bundle.json").write_text(json.dumps(meta))
+    copy = truncated_onnx_bundle(camvid_bundle, tmp_path / "bundle")
     process = start_node(
         ros_install, copy, tmp_path / "node.log", "-p", "autostart:=false", "-r", "__ns:=/broken"
     )
@@ -858,17 +866,7 @@ def test_diagnostics_keep_coming_with_sim_time_and_no_clock(
 def test_a_model_onnx_runtime_cannot_load_stops_the_node_with_one_message(
     ros_install, camvid_bundle, tmp_path
 ):
-    import json
-    import shutil
-
-    from nflowjs_perception.bundle import sha256_file
-
-    copy = shutil.copytree(camvid_bundle, tmp_path / "bundle")
-    onnx = copy / "model.onnx"
-    onnx.write_bytes(onnx.read_bytes()[:1000])  # hash updated: only ONNX Runtime can tell
-    meta = json.loads((copy / "bundle.json").read_text())
-    meta["files"]["model.onnx"] = sha256_file(onnx)
-    (copy / "bundle.json").write_text(json.dumps(meta))
+    copy = truncated_onnx_bundle(camvid_bundle, tmp_path / "bundle")
     line = start_and_expect_failure(ros_install, tmp_path, f"model:={copy}", "backend:=onnxruntime")
     assert "cannot load" in line and "re-export the bundle" in line
 
