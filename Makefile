@@ -65,8 +65,8 @@ bench: $(STAMP)
 	$(BIN)/nflowjs bench --bundle out/bundles/camvid-ood-360x480 --backend onnxruntime torch
 	$(BIN)/nflowjs bench --preset ldn121 --size 1024x2048 --backend onnxruntime torch --iterations 10
 
-# INT8 by explicit quantisation (README): the CamVid-OOD bundle's Q/DQ graph calibrated on 64
-# train frames; mIoU / AP / FPR95 of both graphs in ONNX Runtime on the test split; CPU latency.
+# INT8 by explicit quantisation (docs/export.md): the CamVid-OOD bundle's Q/DQ graph calibrated on
+# 64 train frames; mIoU / AP / FPR95 of both graphs in ONNX Runtime on the test split; CPU latency.
 bench-int8: $(STAMP)
 	$(BIN)/nflowjs export onnx --checkpoint models/checkpoints/camvid-ood-ldn-effl0-nflowjs.pt \
 		--out out/bundles/camvid-ood-360x480 --size 360x480 \
@@ -107,7 +107,7 @@ demo: $(STAMP)
 	$(BIN)/python -m nflowjs_perception.demo --install $(COLCON_OUT)/install \
 		--bag ros2_ws/src/nflowjs_perception/demo/$(DEMO_BAG) --out out/demo/$(DEMO_BAG)
 
-# perception_node's own cost per 2 MP frame (README table), model outputs precomputed.
+# perception_node's own cost per 2 MP frame (docs/ros-node.md table), model outputs precomputed.
 bench-node: $(STAMP)
 	$(BIN)/python -m nflowjs_perception.node_bench --frames 100
 

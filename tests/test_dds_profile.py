@@ -34,7 +34,7 @@ def test_profile_has_shared_memory_for_2mp_frames_udp_and_no_tcp():
 
 
 def test_profile_delivers_best_effort_2mp_frames_between_processes():
-    """Fast DDS's defaults deliver none of these frames (README): only a loaded profile does."""
+    """Fast DDS's defaults deliver none of these frames (docs/ros-node.md); the profile does."""
     env = {k: v for k, v in os.environ.items() if k not in dds.TRANSPORT_VARIABLES}
     env["ROS_DOMAIN_ID"] = str(random.SystemRandom().randint(1, 101))
     command = [sys.executable, "-m", "nflowjs_perception.transport_bench", "--setting", "profile"]

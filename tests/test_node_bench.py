@@ -1,4 +1,4 @@
-"""The node overhead benchmark runs end to end (tiny frames; the README's table is 2 MP)."""
+"""The node overhead benchmark runs end to end (tiny frames; docs/ros-node.md's table is 2 MP)."""
 
 from nflowjs_perception import node_bench
 from ros_support import use_private_domain

@@ -6,7 +6,7 @@ from nflowjs import toy2d
 
 
 def test_nflowjs_beats_max_softmax_off_the_manifold(tmp_path):
-    # The defaults of `python -m nflowjs.toy2d`, seed 0: the README's first rows.
+    # The defaults of `python -m nflowjs.toy2d`, seed 0: the first rows of docs/toy2d.md.
     torch.set_num_threads(2)
     result = toy2d.run(toy2d.ToyConfig(), tmp_path, progress=False)
     msp, nflowjs = result.auroc["max-softmax baseline"], result.auroc["NFlowJS (JSD)"]

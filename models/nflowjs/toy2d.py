@@ -48,17 +48,17 @@ class ToyConfig:
     batch: int = 256
     negatives: int = 512  # flow samples per joint step
     # A 2-D point's negative term needs far more weight than the paper's per-pixel 0.03:
-    # at lam = 1 NFlowJS scored below max-softmax (README table).
+    # at lam = 1 NFlowJS scored below max-softmax (docs/toy2d.md table).
     lam: float = 5.0
     temperature: float = 1.0
     # One small coupling step. More capacity fits the moons: 2 steps of 8 hidden units put
-    # 76-84 % of the samples within 0.1 of an inlier and the far-band AUROC fell (README table).
+    # 76-84 % of the samples within 0.1 of an inlier and the far-band AUROC fell (docs/toy2d.md).
     flow_layers: int = 1
     flow_hidden: int = 4
     flow_lr: float = 3e-3  # pre-training
     # Joint stage: lower than pre-training, as for the paper's image flow (1e-6 after its
     # pre-training's 1e-3); the paper gives no toy rates. A higher rate (3e-3) pulled the samples
-    # closer to the inliers, not away from them (README table).
+    # closer to the inliers, not away from them (docs/toy2d.md table).
     flow_joint_lr: float = 1e-4
     negatives_from: str = "flow"  # or "ring": uniform points 0.2-1.0 from the inliers
     seed: int = 0

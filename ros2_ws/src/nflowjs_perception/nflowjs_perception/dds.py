@@ -8,7 +8,7 @@ file, the Docker image, the demo and the bag tools set it unless the user chose 
 It has no TCP: Fast DDS 3.2.3 (the PyPI ROS 2 wheels) can hang for ever while a process deletes
 a participant whose TCP channel is mid-read (eProsima/Fast-DDS#6066, fixed after 3.2.3), which
 ``LARGE_DATA`` (shared memory + TCP) meets. ``SINGLE_HOST`` (shared memory only) is kept for the
-tests and the comparison in the README. All processes of one graph must use the same setting.
+tests and the comparison in docs/ros-node.md. All processes of one graph must use the same setting.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The node's ROS parameters: names, defaults, descriptions, ranges, and their validation.
 
-One table, so ``config/road.yaml``, the README and the launch file can be checked against it.
+One table, so ``config/road.yaml``, docs/ros-node.md and the launch file can be checked against it.
 Ranges go into the ParameterDescriptor (ROS then refuses out-of-range values itself, and
 ``ros2 param describe`` shows them); what a range cannot say is checked in ``check``.
 """

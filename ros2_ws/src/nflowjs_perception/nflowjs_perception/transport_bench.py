@@ -4,7 +4,7 @@
 frames (6.3 MB) best effort (the camera QoS) at ``--rate`` Hz from this process to a subscriber
 in a child process, both on the same ``--setting``, and prints delivered/sent and the transport
 latency (header stamp to the subscriber's callback, rclpy's copy into Python included). The
-README's transport table comes from it.
+transport table in docs/ros-node.md comes from it.
 """
 
 from __future__ import annotations
