@@ -449,6 +449,7 @@ def test_diagnostics_warn_about_device_silence_qos_and_latency(
 
     try:
         assert process.wait_for_output("active: subscribed"), process.output()
+        assert "outputs published straight from their buffers" in process.output()
         assert "on onnxruntime (cpu, CPUExecutionProvider)" in process.output()
         assert "device = 'cuda', but onnxruntime runs the model on cpu" in process.output()
         assert warned("no images on /diag/image for")

@@ -30,6 +30,8 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
 from nflowjs_perception.dds import transport_warning, use_shipped_profile
+from nflowjs_perception.direct_publish import available as direct_publish_available
+from nflowjs_perception.direct_publish import publish_image
 from nflowjs_perception.image_messages import (
     FrameError,
     OutputImage,
@@ -230,8 +232,14 @@ class PerceptionNode(LifecycleNode):
         )
         self._worker.start()
         self.transition_error = ""
+        path = (
+            "straight from their buffers (rcl_publish)"
+            if direct_publish_available()
+            else "through rclpy (the direct path does not match this ROS distribution's Image)"
+        )
         self.get_logger().info(
-            f"active: subscribed to {self.input_topic} and {self.camera_info_topic}"
+            f"active: subscribed to {self.input_topic} and {self.camera_info_topic}; "
+            f"outputs published {path}"
         )
         return TransitionCallbackReturn.SUCCESS
 
@@ -510,7 +518,7 @@ class PerceptionNode(LifecycleNode):
         messages = self._outputs(run, msg.header, rgb, labels, score, mask)
         converted = time.perf_counter()
         for name, message in messages.items():
-            run.outputs[name].publish(message)
+            publish_image(run.outputs[name], message)
         self._publish_camera_info(run, msg.header, height, width)
         published = time.perf_counter()
         timings = {
