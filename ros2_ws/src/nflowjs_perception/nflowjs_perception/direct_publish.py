@@ -4,14 +4,15 @@ rclpy's ``publish`` first converts the Python message into a freshly allocated C
 calloc and a copy of every pixel. Fast DDS then serialises the C message (a copy) and hands it to
 shared memory (a copy), so a 2 MP output costs four passes over its bytes before it leaves. Here
 the C message is a ctypes mirror of ``sensor_msgs__msg__Image`` whose ``data`` points into the
-message's own ``array('B')``: rcl serialises straight from it, two passes instead of four (the
-node's bench table in docs/ros-node.md has the measurement). rclpy offers no such path (no
+message's own ``array('B')``: rcl serialises straight from it, two passes instead of four
+(docs/ros-node.md, node overhead, has the measurement). rclpy offers no such path (no
 loans for non-plain types, and ``publish_raw`` copies too), hence these few lines.
 
 The mirror is checked once against the message's own generated C code (``_CONVERT_FROM_PY``
 fills a C message from a probe; every field must read back the same through the mirror). Where
-the check cannot run or fails (another ROS distribution's layout, no librcl by that name), the
-node publishes through rclpy as before: same bytes on the wire, only slower.
+the check cannot run or fails (another ROS distribution's layout, no librcl by that name), and
+for any publisher or message that is not a plain sensor_msgs/Image, images go through rclpy as
+before: same bytes on the wire, only slower.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from __future__ import annotations
 import ctypes
 import functools
 from array import array
+from typing import NamedTuple
 
+from rclpy.publisher import Publisher
 from sensor_msgs.msg import Image
 
 
@@ -78,10 +81,13 @@ def _mirror(msg: Image, pixels_address: int) -> tuple[_CImage, tuple[bytes, byte
     return c_image, (frame_id_bytes, encoding_bytes)
 
 
+_capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
+    ("PyCapsule_GetPointer", ctypes.pythonapi)
+)
+
+
 def _capsule_function(capsule, prototype):
-    get_pointer = ctypes.pythonapi.PyCapsule_GetPointer
-    get_pointer.restype, get_pointer.argtypes = ctypes.c_void_p, [ctypes.py_object, ctypes.c_char_p]
-    return prototype(get_pointer(capsule, None))
+    return prototype(_capsule_pointer(capsule, None))
 
 
 def _mirror_matches_generated_code() -> bool:
@@ -121,41 +127,57 @@ def _mirror_matches_generated_code() -> bool:
         destroy(address)
 
 
+class _Rcl(NamedTuple):
+    publish: object  # rcl_publish
+    error_string: object  # rcutils_get_error_string
+    reset_error: object  # rcutils_reset_error
+
+
 @functools.cache
-def _rcl():
-    """(rcl_publish, rcutils_get_error_string, rcutils_reset_error), or None when unusable."""
+def _rcl() -> _Rcl | str:
+    """The rcl functions the direct path calls, or why it cannot be used here."""
     try:
         # Already loaded by rclpy: dlopen by name returns that copy.
         rcl, rcutils = ctypes.CDLL("librcl.so"), ctypes.CDLL("librcutils.so")
         if not _mirror_matches_generated_code():
-            return None
-    except (OSError, AttributeError, TypeError, ValueError):
-        return None
-    publish = rcl.rcl_publish
-    publish.restype, publish.argtypes = ctypes.c_int, [ctypes.c_void_p] * 3
-    error_string = rcutils.rcutils_get_error_string
-    error_string.restype, error_string.argtypes = _ErrorString, []
-    rcutils.rcutils_reset_error.restype = None
-    return publish, error_string, rcutils.rcutils_reset_error
+            return "this ROS distribution's sensor_msgs/Image does not match the ctypes mirror"
+        publish = rcl.rcl_publish
+        publish.restype, publish.argtypes = ctypes.c_int, [ctypes.c_void_p] * 3
+        error_string = rcutils.rcutils_get_error_string
+        error_string.restype, error_string.argtypes = _ErrorString, []
+        rcutils.rcutils_reset_error.restype = None
+        return _Rcl(publish, error_string, rcutils.rcutils_reset_error)
+    except Exception as error:  # no librcl by that name (macOS, Windows), an odd rclpy, ...
+        return f"{type(error).__name__}: {error}"
 
 
-def available() -> bool:
-    """Whether images go out through rcl_publish here (else through rclpy)."""
-    return _rcl() is not None
+def unavailable_reason() -> str | None:
+    """None when images go out through rcl_publish here, else why they go through rclpy."""
+    functions = _rcl()
+    return None if isinstance(functions, _Rcl) else functions
 
 
 def publish_image(publisher, msg: Image) -> None:
-    """``publisher.publish(msg)``, without rclpy's copy when ``msg.data`` is an ``array('B')``."""
-    functions = _rcl()
-    if functions is None or not isinstance(msg.data, array):
+    """``publisher.publish(msg)``, without rclpy's copy for a plain Image publisher and message."""
+    functions, data = _rcl(), msg.data
+    direct = (
+        isinstance(functions, _Rcl)
+        and type(msg) is Image  # rcl cannot tell a message of another type: it would misread it
+        and publisher.msg_type is Image
+        and type(publisher).publish is Publisher.publish  # no subclass gate (lifecycle) skipped
+        and isinstance(data, array)
+        and data.typecode == "B"
+    )
+    if not direct:
         publisher.publish(msg)
         return
-    rcl_publish, error_string, reset_error = functions
-    c_image, keep_alive = _mirror(msg, msg.data.buffer_info()[0])
-    with publisher.handle:  # as rclpy does: the publisher cannot be destroyed under the call
-        result = rcl_publish(publisher.handle.pointer, ctypes.byref(c_image), None)
-    del keep_alive
+    # The view pins the buffer: the array cannot be resized or freed while rcl reads it without
+    # the GIL. The publisher's handle keeps it from being destroyed under the call, as in rclpy.
+    with memoryview(data), publisher.handle:
+        c_image, keep_alive = _mirror(msg, data.buffer_info()[0])
+        result = functions.publish(publisher.handle.pointer, ctypes.byref(c_image), None)
+        del keep_alive
     if result != 0:
-        text = error_string().text.decode(errors="replace")
-        reset_error()
+        text = functions.error_string().text.decode(errors="replace")
+        functions.reset_error()
         raise RuntimeError(f"rcl_publish failed ({result}): {text}")

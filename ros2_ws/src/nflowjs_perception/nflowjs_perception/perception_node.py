@@ -30,8 +30,7 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from nflowjs_perception.backends import open_backend
 from nflowjs_perception.dds import transport_warning, use_shipped_profile
-from nflowjs_perception.direct_publish import available as direct_publish_available
-from nflowjs_perception.direct_publish import publish_image
+from nflowjs_perception.direct_publish import publish_image, unavailable_reason
 from nflowjs_perception.image_messages import (
     FrameError,
     OutputImage,
@@ -227,6 +226,7 @@ class PerceptionNode(LifecycleNode):
         except Exception as error:  # a bad qos_overrides value, most likely
             self._stop()  # what was created before the failure
             return self._failed("activate", error)
+        slow_path = unavailable_reason()  # checked once, before the worker first publishes
         self._worker = threading.Thread(
             target=self._work, args=(run,), name="inference", daemon=True
         )
@@ -234,8 +234,8 @@ class PerceptionNode(LifecycleNode):
         self.transition_error = ""
         path = (
             "straight from their buffers (rcl_publish)"
-            if direct_publish_available()
-            else "through rclpy (the direct path does not match this ROS distribution's Image)"
+            if slow_path is None
+            else f"through rclpy's copy ({slow_path})"
         )
         self.get_logger().info(
             f"active: subscribed to {self.input_topic} and {self.camera_info_topic}; "
