@@ -7,7 +7,7 @@ from nflowjs import toy2d
 
 
 def test_nflowjs_beats_max_softmax_off_the_manifold(tmp_path):
-    # The defaults of `python -m nflowjs.toy2d`, seed 0: the README's first rows. Issue 14's
+    # The defaults of `python -m nflowjs.toy2d`, seed 0: docs/toy2d.md's first rows. Issue 14's
     # target for Figure 2: far-band AUROC >= 0.95 and >= 0.2 above max-softmax, with negatives
     # drawn from the flow (latent temperature 3, the default).
     torch.set_num_threads(2)

@@ -69,7 +69,7 @@ class ToyConfig:
     # Latent temperature of the negatives: z ~ N(0, tau^2 I) pushed through the flow. Not in the
     # paper (tau = 1 there), a common flow practice. At tau = 1 the flow's samples sit where a
     # maximum-likelihood fit puts them, in and next to the moons (0.4 % beyond 1.0 from an inlier,
-    # the same as a learned Gaussian), and the far-band AUROC stayed 0.45-0.93 whatever the
+    # the same as a learned Gaussian), and the far-band AUROC stayed 0.08-0.93 whatever the
     # capacity, pre-training steps, lam or joint flow LR (docs/toy2d.md table). tau = 3 spreads them
     # around the manifold: far-band AUROC 0.999 / 1.000 / 0.998 on seeds 0-2 (0.964, 0.997 on
     # seeds 3-4); tau = 2 reached 0.969 / 1.000 / 0.999 but 0.799 on seed 3.
