@@ -142,6 +142,46 @@ def test_play_keeps_the_recorded_pace_scaled_by_rate(tmp_path, context):
     assert stats.wall_s >= 0.45
 
 
+def test_play_waits_for_as_many_subscribers_as_asked(tmp_path, context):
+    """A recorder beside the node must hear the first frame too: with ``min_subscribers`` the
+    player holds until the camera topic has that many readers, and says what it lacked."""
+    bag, _ = camvid_bag(tmp_path, n=2)
+    node = Node("listeners", context=context)
+    node.create_subscription(Image, IMAGE_TOPIC, lambda m: None, BEST_EFFORT_1)
+    said = []
+
+    def play_timed(wait_s: float) -> float:
+        started = time.monotonic()
+        replay.play(
+            bag,
+            as_fast_as_possible=True,
+            wait_for_subscribers=wait_s,
+            min_subscribers={IMAGE_TOPIC: 2},
+            log=said.append,
+        )
+        return time.monotonic() - started
+
+    with Spinning(node):
+        assert play_timed(2.0) >= 2.0  # one reader of two: it waits the whole time
+        assert any(f"no {IMAGE_TOPIC} (1 of 2 subscribers)" in line for line in said), said
+        said.clear()
+        node.create_subscription(Image, IMAGE_TOPIC, lambda m: None, BEST_EFFORT_1)
+        assert play_timed(20.0) < 15.0  # both readers there: it plays once they match
+    node.destroy_node()
+    assert not any("playing anyway" in line for line in said), said
+
+
+def test_min_subscribers_on_the_command_line(capsys):
+    args = replay.build_parser().parse_args(
+        ["play", "bag", "--min-subscribers", "/camera/image_raw=2", "--min-subscribers", "/gt=1"]
+    )
+    assert dict(args.min_subscribers) == {"/camera/image_raw": 2, "/gt": 1}
+    for bad in ("/camera/image_raw", "/camera/image_raw=0", "/camera/image_raw=two"):
+        with pytest.raises(SystemExit):
+            replay.build_parser().parse_args(["play", "bag", "--min-subscribers", bad])
+        assert "expected TOPIC=N with N >= 1" in capsys.readouterr().err
+
+
 def test_play_skips_topics_whose_type_this_python_lacks(tmp_path, context, monkeypatch):
     bag, _ = camvid_bag(tmp_path, n=2)
     known = player.message_class

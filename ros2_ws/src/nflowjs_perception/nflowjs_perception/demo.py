@@ -38,6 +38,8 @@ from nflowjs_perception.dds import use_shipped_profile
 NODE = "/perception_node"
 IMAGE, GROUND_TRUTH = "/camera/image_raw", "/ground_truth/ood_mask"
 RECORDED = [IMAGE, GROUND_TRUTH, f"{NODE}/ood_heatmap", f"{NODE}/overlay", f"{NODE}/obstacle_mask"]
+# Subscribers each of the bag's topics needs before it plays: node and recorder, recorder.
+PLAYED_TO = {IMAGE: 2, GROUND_TRUTH: 1}
 
 
 def demo_folder() -> Path:
@@ -90,7 +92,7 @@ def wait_until_recording(timeout: float = 30.0) -> None:
         best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
         probe.create_publisher(ImageMsg, IMAGE, best_effort)
         probe.create_publisher(ImageMsg, GROUND_TRUTH, 10)  # reliable, as the player sends it
-        needed = {IMAGE: 2, **{topic: 1 for topic in RECORDED[1:]}}  # the image: node + recorder
+        needed = {**{topic: 1 for topic in RECORDED[1:]}, **PLAYED_TO}
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if all(probe.count_subscribers(t) >= n for t, n in needed.items()):
@@ -131,6 +133,9 @@ def run(install: Path, bundle: Path, bag: Path, out: Path) -> dict:
             wait_for=f"{NODE}/ood_heatmap",
             wait_timeout=10.0,
             wait_for_subscribers=20.0,
+            # The recorder must hear the player too: it subscribed to stand-ins of the player's
+            # publishers, and a new publisher can reach the node before the recorder sees it.
+            min_subscribers=PLAYED_TO,
         )
         time.sleep(1.0)  # the last outputs reach the recorder
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -117,13 +117,18 @@ def play(
     clock: bool = False,
     reliable: bool = False,
     wait_for_subscribers: float = 0.0,
+    min_subscribers: Mapping[str, int] | None = None,
     delay: float = 0.0,
     stop: threading.Event | None = None,
     context: Context | None = None,
     node_name: str = "bag_player",
     log: Callable[[str], None] = log_stderr,
 ) -> PlayStats:
-    """Publish the messages of ``bag`` in log-time order; see the module docstring."""
+    """Publish the messages of ``bag`` in log-time order; see the module docstring.
+
+    ``min_subscribers`` (topic -> count), with ``wait_for_subscribers``: also wait until those
+    topics have that many subscribers, e.g. a recorder beside the node on the camera topic.
+    """
     if not rate > 0:
         raise ValueError(f"--rate must be > 0, got {rate}")
     stop = stop or threading.Event()
@@ -161,7 +166,11 @@ def play(
             )
         ros.start()
         if wait_for_subscribers > 0 and image_publisher is not None:
-            _wait_for_match(image_publisher, reply_subscription, wait_for_subscribers, stop, log)
+            needed = {image_publisher: 1}
+            for c in reader.connections:
+                if c.id in publishers and c.topic in (min_subscribers or {}):
+                    needed[publishers[c.id]] = max(1, min_subscribers[c.topic])
+            _wait_for_match(needed, reply_subscription, wait_for_subscribers, stop, log)
         if delay > 0:
             stop.wait(delay)
         stats.wall_s = _play_loop(
@@ -235,21 +244,24 @@ def _subscribe_replies(node, wait_for, wait_for_type, discovery_s, log):
     return waiter, subscription
 
 
-def _wait_for_match(image_publisher, reply_subscription, timeout, stop, log) -> None:
-    """Until someone takes the images and (with --wait-for) we hear its replies."""
+def _wait_for_match(needed: dict, reply_subscription, timeout, stop, log) -> None:
+    """Until each publisher in ``needed`` has that many subscribers (the images: someone who
+    takes them) and, with --wait-for, we hear the replies."""
 
-    def matched() -> bool:
-        if image_publisher.get_subscription_count() == 0:
-            return False
-        return reply_subscription is None or reply_subscription.get_publisher_count() > 0
+    def missing() -> list[str]:
+        short = [
+            f"{p.topic_name} ({p.get_subscription_count()} of {n} subscribers)"
+            for p, n in needed.items()
+            if p.get_subscription_count() < n
+        ]
+        if reply_subscription is not None and reply_subscription.get_publisher_count() == 0:
+            short.append(f"a publisher of --wait-for {reply_subscription.topic_name}")
+        return short
 
     deadline = time.monotonic() + timeout
-    while not matched() and not stop.is_set():
+    while (short := missing()) and not stop.is_set():
         if time.monotonic() >= deadline:
-            log(
-                f"play: no subscriber of {image_publisher.topic_name} (or no publisher of "
-                f"--wait-for) within {timeout:g} s; playing anyway"
-            )
+            log(f"play: within {timeout:g} s no {', '.join(short)}; playing anyway")
             return
         time.sleep(0.02)
     # Discovery is not symmetric: we may see their reader (and writer) a while before they

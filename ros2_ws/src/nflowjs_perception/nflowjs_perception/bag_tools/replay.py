@@ -59,6 +59,13 @@ def _type_pair(text: str) -> tuple[str, str]:
     return topic, msgtype
 
 
+def _subscriber_count(text: str) -> tuple[str, int]:
+    topic, sep, count = text.partition("=")
+    if not sep or not count.isdigit() or int(count) < 1:
+        raise argparse.ArgumentTypeError(f"expected TOPIC=N with N >= 1, got {text!r}")
+    return topic, int(count)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="replay",
@@ -88,6 +95,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="wait up to S seconds for a subscriber of --image-topic (and a publisher of "
         "--wait-for)",
+    )
+    p.add_argument(
+        "--min-subscribers",
+        type=_subscriber_count,
+        action="append",
+        default=[],
+        metavar="TOPIC=N",
+        help="with --wait-for-subscribers: wait for N subscribers of TOPIC (a recorder beside "
+        "the node: /camera/image_raw=2)",
     )
     p.add_argument("--delay", type=float, default=0.0, help="seconds to sleep before playing")
     r = sub.add_parser("record", help="record topics into a bag")
@@ -162,6 +178,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 clock=args.clock,
                 reliable=args.reliable,
                 wait_for_subscribers=args.wait_for_subscribers,
+                min_subscribers=dict(args.min_subscribers),
                 delay=args.delay,
                 stop=stop,
             )
