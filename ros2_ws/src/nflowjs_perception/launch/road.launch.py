@@ -110,7 +110,7 @@ def generate_launch_description():
                 for name, (default, description) in ARGUMENTS.items()
             ),
             # The package's Fast DDS profile (shared memory for 2 MP frames + UDP): with Fast
-            # DDS's defaults best-effort 2 MP frames between processes are lost (DESIGN.md).
+            # DDS's defaults best-effort 2 MP frames between processes are lost (docs/ros-node.md).
             # Transports the user chose are kept.
             *(
                 ()

@@ -1,10 +1,11 @@
 """Fast DDS transport settings for moving 2 MP images between processes.
 
 Fast DDS's default transports drop best-effort 2 MP frames between processes (UDP fragments
-and 512 KB shared-memory segments overflow; DESIGN.md). The package ships one XML profile,
-``config/fastdds.xml`` (shared memory with segments for 2 MP frames, plus UDP for discovery
-and other hosts), which every process selects with ``FASTDDS_DEFAULT_PROFILES_FILE``: the launch
-file, the Docker image, the demo and the bag tools set it unless the user chose a transport.
+and 512 KB shared-memory segments overflow; docs/ros-node.md, DDS transport). The package ships
+one XML profile, ``config/fastdds.xml`` (shared memory with segments for 2 MP frames, plus UDP
+for discovery and other hosts), which every process selects with
+``FASTDDS_DEFAULT_PROFILES_FILE``: the launch file, the Docker image, the demo and the bag tools
+set it unless the user chose a transport.
 It has no TCP: Fast DDS 3.2.3 (the PyPI ROS 2 wheels) can hang for ever while a process deletes
 a participant whose TCP channel is mid-read (eProsima/Fast-DDS#6066, fixed after 3.2.3), which
 ``LARGE_DATA`` (shared memory + TCP) meets. ``SINGLE_HOST`` (shared memory only) is kept for the
