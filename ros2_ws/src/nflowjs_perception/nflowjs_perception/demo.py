@@ -26,9 +26,7 @@ import numpy as np
 import rclpy
 from PIL import Image
 from rclpy.context import Context
-from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rosbags.rosbag2 import Reader
-from sensor_msgs.msg import Image as ImageMsg
 
 from nflowjs_perception.bag_tools.evaluate import evaluate_bag, format_table, write_json
 from nflowjs_perception.bag_tools.messages import deserialize, header_stamp_ns, image_array
@@ -79,29 +77,20 @@ def wait_for_line(log: Path, text: str, process: subprocess.Popen, timeout: floa
 
 
 def wait_until_recording(timeout: float = 30.0) -> None:
-    """Hold until the node and the recorder subscribe to every topic the demo needs.
-
-    The recorder subscribes to a topic once it sees a publisher, so stand-in publishers of the
-    player's topics (with the player's QoS) appear here first; otherwise the player's first
-    frames could go out before the recorder listens.
-    """
+    """Hold until the recorder subscribes to the node's outputs (it subscribes to a topic once
+    it sees a publisher). The bag's own topics are the player's to wait for (PLAYED_TO)."""
     context = Context()
     rclpy.init(context=context)
     try:
         probe = rclpy.create_node("demo_graph_probe", context=context)
-        best_effort = QoSProfile(depth=1, reliability=ReliabilityPolicy.BEST_EFFORT)
-        probe.create_publisher(ImageMsg, IMAGE, best_effort)
-        probe.create_publisher(ImageMsg, GROUND_TRUTH, 10)  # reliable, as the player sends it
-        needed = {**{topic: 1 for topic in RECORDED[1:]}, **PLAYED_TO}
+        outputs = [topic for topic in RECORDED if topic not in PLAYED_TO]
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if all(probe.count_subscribers(t) >= n for t, n in needed.items()):
+            if all(probe.count_subscribers(topic) for topic in outputs):
                 return
             time.sleep(0.1)
-        counts = {t: probe.count_subscribers(t) for t in needed}
-        raise RuntimeError(
-            f"the node and the recorder did not subscribe within {timeout} s: {counts}"
-        )
+        counts = {topic: probe.count_subscribers(topic) for topic in outputs}
+        raise RuntimeError(f"the recorder did not subscribe within {timeout} s: {counts}")
     finally:
         context.try_shutdown()
 
@@ -133,8 +122,8 @@ def run(install: Path, bundle: Path, bag: Path, out: Path) -> dict:
             wait_for=f"{NODE}/ood_heatmap",
             wait_timeout=10.0,
             wait_for_subscribers=20.0,
-            # The recorder must hear the player too: it subscribed to stand-ins of the player's
-            # publishers, and a new publisher can reach the node before the recorder sees it.
+            # The recorder subscribes once it sees the player's publishers, and may match them
+            # after the node does: the first frames wait for both.
             min_subscribers=PLAYED_TO,
         )
         time.sleep(1.0)  # the last outputs reach the recorder
