@@ -58,18 +58,17 @@ class _ErrorString(ctypes.Structure):  # rcutils_error_string_t
     _fields_ = [("text", ctypes.c_char * 1024)]
 
 
-def _string(text: str) -> tuple[_String, bytes]:
-    encoded = text.encode()
-    return _String(encoded, len(encoded), len(encoded) + 1), encoded
+def _string(text: str) -> _String:
+    encoded = text.encode()  # the structure keeps a reference to it (ctypes' _objects)
+    return _String(encoded, len(encoded), len(encoded) + 1)
 
 
-def _mirror(msg: Image, pixels_address: int) -> tuple[_CImage, tuple[bytes, bytes]]:
-    """The C message for ``msg`` with ``data`` at ``pixels_address``; keep the bytes alive."""
-    frame_id, frame_id_bytes = _string(msg.header.frame_id)
-    encoding, encoding_bytes = _string(msg.encoding)
+def _mirror(msg: Image, pixels_address: int) -> _CImage:
+    """The C message for ``msg`` with ``data`` at ``pixels_address``."""
+    frame_id, encoding = _string(msg.header.frame_id), _string(msg.encoding)
     stamp = _Time(msg.header.stamp.sec, msg.header.stamp.nanosec)
     size = len(msg.data)
-    c_image = _CImage(
+    return _CImage(
         _Header(stamp, frame_id),
         msg.height,
         msg.width,
@@ -78,7 +77,6 @@ def _mirror(msg: Image, pixels_address: int) -> tuple[_CImage, tuple[bytes, byte
         msg.step,
         _Bytes(pixels_address, size, size),
     )
-    return c_image, (frame_id_bytes, encoding_bytes)
 
 
 _capsule_pointer = ctypes.PYFUNCTYPE(ctypes.c_void_p, ctypes.py_object, ctypes.c_char_p)(
@@ -174,9 +172,8 @@ def publish_image(publisher, msg: Image) -> None:
     # The view pins the buffer: the array cannot be resized or freed while rcl reads it without
     # the GIL. The publisher's handle keeps it from being destroyed under the call, as in rclpy.
     with memoryview(data), publisher.handle:
-        c_image, keep_alive = _mirror(msg, data.buffer_info()[0])
+        c_image = _mirror(msg, data.buffer_info()[0])
         result = functions.publish(publisher.handle.pointer, ctypes.byref(c_image), None)
-        del keep_alive
     if result != 0:
         text = functions.error_string().text.decode(errors="replace")
         functions.reset_error()
